@@ -1,0 +1,57 @@
+# The course's two commands (see README):  make lab   |   make test
+# Everything lives in ./.venv and ./.cache; nothing is written to your home directory.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: lab test test-fast setup doctor bench rebuild-model execute-notebooks labs-release grade feedback export-grades clean
+
+setup: $(STAMP)
+
+# Re-installs only when the pins change; a half-finished install is never mistaken for a finished one.
+$(STAMP): requirements.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version.split()[0]}: set PYTHON=/path/to/python3.11"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+lab: setup
+	$(PY) -m course_utils lab
+
+test: setup
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
+
+doctor: setup
+	$(PY) -m course_utils doctor
+
+bench: setup
+	$(PY) bench/bench_lora.py
+	$(PY) bench/bench_nf4.py
+
+rebuild-model: setup
+	$(PY) scripts/build_course_model.py
+
+execute-notebooks: setup
+	$(PY) scripts/execute_notebooks.py
+
+# Instructor commands (docs/instructor_guide.md)
+labs-release: setup
+	$(PY) -m course_utils.grading release
+
+grade: setup
+	$(PY) -m course_utils.grading autograde
+
+feedback: setup
+	$(PY) -m course_utils.grading feedback
+
+export-grades: setup
+	$(PY) -m course_utils.grading export
+
+clean:
+	rm -rf $(VENV) .cache .jupyter .ipython .pytest_cache

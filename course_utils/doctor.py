@@ -1,0 +1,92 @@
+"""Preflight: is this machine ready for the course? `python -m course_utils doctor` or `doctor()` in a notebook."""
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import sys
+
+PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "matplotlib", "jupyterlab",
+            "ipywidgets", "nbgrader", "nbval", "tqdm")
+
+
+def _pinned_versions() -> dict[str, str]:
+    from .paths import REPO_ROOT
+
+    pins = {}
+    req = REPO_ROOT / "requirements.txt"
+    if req.exists():
+        for line in req.read_text().splitlines():
+            line = line.split("#")[0].strip()
+            if "==" in line:
+                name, ver = line.split("==")
+                pins[name.strip().lower()] = ver.strip()
+    return pins
+
+
+def collect() -> tuple[list[tuple[str, str]], list[str]]:
+    """(rows to print, problems). Each problem names what is wrong and how to fix it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    rows, problems = [("python", sys.version.split()[0]), ("platform", platform.platform())], []
+    if sys.version_info[:2] != (3, 11):
+        problems.append(f"Python {sys.version_info[0]}.{sys.version_info[1]} found; the course is pinned to 3.11.")
+    pins = _pinned_versions()
+    for pkg in PACKAGES:
+        try:
+            v = version(pkg)
+        except PackageNotFoundError:
+            rows.append((pkg, "MISSING"))
+            problems.append(f"{pkg} is not installed: run `make setup`.")
+            continue
+        want = pins.get(pkg.lower())
+        rows.append((pkg, v if not want or v.split("+")[0] == want else f"{v} (pinned {want})"))
+        if want and v.split("+")[0] != want:
+            problems.append(f"{pkg} {v} is installed but {want} is pinned: run `make setup` (or `pip install -r requirements.txt`).")
+
+    import torch
+
+    device = "cuda: " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
+    rows.append(("device", device))
+    try:
+        from . import bnb_guard
+
+        st = bnb_guard.status()
+        rows.append(("bitsandbytes backend", ", ".join(f"{k}={v}" for k, v in st.items())))
+    except ImportError:
+        rows.append(("bitsandbytes backend", "guard not installed"))
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    rows.append(("hub", "offline (HF_HUB_OFFLINE=1)" if offline else "ONLINE (COURSE_ONLINE=1)"))
+
+    from .manifest import verify_manifest
+    from .models import COURSE_MODEL_ENV, resolve_model_source, timed_load
+
+    bad = verify_manifest()
+    rows.append(("course model checksum", "ok" if not bad else f"{len(bad)} problem(s)"))
+    problems += [f"course model/data: {b}; restore with `git checkout -- course_utils/assets`." for b in bad]
+    if not bad:
+        try:
+            model, _, secs = timed_load()
+            n = sum(p.numel() for p in model.parameters())
+            rows.append(("course model", f"{resolve_model_source()} ({n:,} params, loaded in {secs:.2f} s)"))
+        except Exception as e:  # the doctor reports, it does not crash
+            problems.append(f"loading the course model failed: {e!r}")
+    if os.environ.get(COURSE_MODEL_ENV):
+        rows.append(("COURSE_MODEL", os.environ[COURSE_MODEL_ENV]))
+    return rows, problems
+
+
+def doctor(raise_on_problem: bool = False) -> bool:
+    rows, problems = collect()
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    if problems:
+        print("\nPROBLEMS:")
+        for p in problems:
+            print(f"  - {p}")
+        if raise_on_problem:
+            raise RuntimeError("course doctor found problems (listed above)")
+        return False
+    print("\nAll checks passed: you are ready for the course.")
+    return True

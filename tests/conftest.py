@@ -1,0 +1,57 @@
+"""Suite-wide setup: caches inside the repo, hub offline, network blocked here and in every subprocess."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["COURSE_BLOCK_NETWORK"] = "1"
+os.environ["TQDM_DISABLE"] = "1"  # progress bars are for people; stored notebook outputs are compared without them
+os.environ["PYTHONHASHSEED"] = "0"
+os.environ.pop("COURSE_MODEL", None)
+os.environ.pop("COURSE_ONLINE", None)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(ROOT / "tests" / "sitecustomize"), str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+)
+# nbgrader starts `alembic` as a subprocess: the environment's bin/ must be on PATH.
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
+from course_utils.paths import set_cache_env  # noqa: E402
+from course_utils.netguard import block_network  # noqa: E402
+
+set_cache_env(force=True)
+block_network()
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU (runs on the GPU path only)")
+    for item in items:
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def course_model():
+    """The pretrained course model and tokenizer, loaded once per session; tests must not mutate it."""
+    from course_utils.models import load_course_model
+
+    return load_course_model()
+
+
+@pytest.fixture
+def fresh_course_model():
+    """A private copy for tests that train or modify the model."""
+    from course_utils.models import load_course_model
+
+    return load_course_model()

@@ -1,0 +1,108 @@
+"""The embedded course model: checksummed, loads fast through from_pretrained, actually pretrained."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+from course_utils import data, training
+from course_utils.manifest import verify_manifest
+from course_utils.models import LINEAR_NAMES, load_course_model
+from course_utils.paths import ASSETS_DIR, MODEL_DIR
+
+
+def test_manifest_matches_committed_assets():
+    assert verify_manifest() == []
+
+
+def test_tampering_is_detected(tmp_path):
+    import shutil
+
+    copy = tmp_path / "assets"
+    shutil.copytree(ASSETS_DIR, copy)
+    with open(copy / "data" / "prior.jsonl", "a") as f:
+        f.write('{"prompt": "q: injected? a:", "answer": "yes"}\n')
+    problems = verify_manifest(copy)
+    assert problems == ["data/prior.jsonl: checksum mismatch"]
+    with pytest.raises(RuntimeError, match="git checkout -- course_utils/assets"):
+        verify_manifest(copy, raise_on_error=True)
+
+
+def test_loads_under_5_seconds():
+    t0 = time.perf_counter()
+    model, tok = load_course_model()
+    secs = time.perf_counter() - t0
+    assert secs < 5.0, f"loading took {secs:.2f} s"
+
+
+def test_architecture_has_the_names_the_course_teaches(course_model):
+    model, _ = course_model
+    names = {n.split(".")[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    assert set(LINEAR_NAMES) | {"lm_head"} == names
+    assert model.config.model_type == "llama"
+    assert (MODEL_DIR / "model.safetensors").stat().st_size < 20 * 2**20
+
+
+def test_pretraining_was_recorded_and_converged():
+    log = json.loads((MODEL_DIR / "pretrain_log.json").read_text())
+    assert len(log["losses"]) == log["steps"]
+    assert log["losses"][0] > 6.0, "training starts near ln(vocab) = 6.9"
+    assert log["final_loss"] < 1.2
+
+
+def test_generates_recognisable_text(course_model):
+    model, tok = course_model
+    prior = data.load("prior")
+    acc = training.answer_accuracy(model, tok, [r["prompt"] for r in prior], [r["answer"] for r in prior])
+    assert acc >= 0.9, f"the base model should know its world facts, got {acc:.0%}"
+    text = training.generate(model, tok, "the cat", max_new_tokens=12)
+    assert any(w in text.split() for w in ("in", "the", "likes", "sat", "ran")), text
+
+
+def test_knows_known_facts_not_new_ones(course_model):
+    model, tok = course_model
+    def acc(rows):
+        return training.answer_accuracy(model, tok, [f"q: what is the capital of {r['country']}? a:" for r in rows],
+                                        [r["capital"] for r in rows])
+    assert acc(data.load("facts_known")) >= 0.8
+    assert acc(data.load("facts_new")) <= 0.1
+
+
+def test_one_lora_sized_training_step_is_fast(fresh_course_model):
+    """The issue's budget: one LoRA step of a notebook-sized batch well under 100 ms on 2 cores."""
+    model, tok = fresh_course_model
+    model.requires_grad_(False)
+    # train only q/v projections' weights as a stand-in for adapters of the same shapes: the timing is dominated
+    # by the frozen model's forward and backward through activations, exactly as with LoRA.
+    for n, p in model.named_parameters():
+        p.requires_grad = n.endswith("v_proj.weight")
+    batch = training.encode_texts(tok, [r["text"] for r in data.load("near_train")[:16]], max_len=64)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    times = []
+    for _ in range(6):
+        t0 = time.perf_counter()
+        loss = model(**batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        times.append(time.perf_counter() - t0)
+    assert sorted(times)[len(times) // 2] < 0.1
+
+
+@pytest.mark.slow
+def test_build_script_still_works(tmp_path):
+    import subprocess
+    import sys
+
+    from course_utils.paths import REPO_ROOT
+
+    out = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "build_course_model.py"), "--quick", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert verify_manifest(tmp_path) == []
+    model, tok = load_course_model(tmp_path / "course_model")
+    assert model.config.num_hidden_layers == 4
+    log = json.loads((tmp_path / "course_model" / "pretrain_log.json").read_text())
+    assert log["losses"][-1] < log["losses"][0]
