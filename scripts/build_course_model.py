@@ -1,6 +1,6 @@
 """Build the embedded course model and its data, deterministically and offline.
 
-    python scripts/build_course_model.py            # the committed model (~4 min on 2 cores)
+    python scripts/build_course_model.py            # the committed model (~3 min on 2 cores)
     python scripts/build_course_model.py --quick --out /tmp/x   # reduced rebuild, used by the tests
 
 Steps: generate the tiny world's datasets (course_utils.world) -> train a byte-level BPE tokenizer ->
@@ -29,16 +29,17 @@ from course_utils.tokenizer import train_tokenizer  # noqa: E402
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=ASSETS_DIR, help="assets folder (default: the committed one)")
-    ap.add_argument("--steps", type=int, default=2400)
+    ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--n-pretrain", type=int, default=24000)
     ap.add_argument("--quick", action="store_true", help="tiny rebuild to prove the script works (~10 s)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2, help="1 is faster on a busy machine (no spinning thread barriers)")
     args = ap.parse_args(argv)
     if args.quick:
         args.steps, args.n_pretrain = 30, 600
 
     torch.manual_seed(args.seed)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     data_dir, model_dir = args.out / "data", args.out / "course_model"
     data_dir.mkdir(parents=True, exist_ok=True)
