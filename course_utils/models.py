@@ -87,8 +87,18 @@ def load_course_model(name_or_path=None, *, dtype=torch.float32, verify: bool = 
             from .manifest import verify_manifest
 
             verify_manifest(raise_on_error=True)
+    from transformers.utils import logging as hf_logging
+
     tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **from_pretrained_kwargs)
+    # A "Loading weights" bar for a 4 MB model is noise in a notebook; keep it for real (large) models.
+    quiet = is_embedded(source) and hf_logging.is_progress_bar_enabled()
+    if quiet:
+        hf_logging.disable_progress_bar()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **from_pretrained_kwargs)
+    finally:
+        if quiet:
+            hf_logging.enable_progress_bar()
     model.eval()
     return model, tokenizer
 

@@ -177,7 +177,7 @@ def first_word(text: str) -> str:
     return words[0] if words else ""
 
 
-def answer_accuracy(model, tokenizer, prompts, answers, max_new_tokens: int = 6) -> float:
+def answer_accuracy(model, tokenizer, prompts, answers, max_new_tokens: int = 3) -> float:
     """Fraction of prompts whose greedy answer's first word equals the expected answer."""
     hits = sum(first_word(generate(model, tokenizer, p, max_new_tokens)) == a.strip() for p, a in zip(prompts, answers))
     return hits / len(prompts)
