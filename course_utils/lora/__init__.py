@@ -1,0 +1,29 @@
+"""LoRA from scratch, number for number with PEFT: h = W0 x + B(A(dropout(x))) * scaling.
+
+    layer.py     LoRALinear: the frozen W0 plus named adapters (A, B, scaling), merge/unmerge
+    inject.py    add_lora (target matching as PEFT does it), set_adapter, disable_adapters, merge_lora
+    saving.py    lora_state_dict, save_adapter/load_adapter (.safetensors), adapter_size_bytes
+    counting.py  count_parameters, trainable_report (PEFT's print_trainable_parameters line)
+
+Differences from PEFT worth knowing: `add_lora` activates the adapter it adds (PEFT's `add_adapter` does not), one
+adapter is active at a time, and merging twice / unmerging an unmerged layer raise instead of warning.
+
+Hooks for bases that are not plain nn.Linear (the QLoRA chapter: course_utils.nf4.NF4Linear, bitsandbytes Linear4bit):
+- a base is "linear-like" if it has int `in_features`/`out_features` and `weight` or `dequantized_weight()`;
+- merging calls `base.merge_delta(delta)` (its return value, e.g. the rounding error, is what `merge()` returns);
+  unmerging calls `base.unmerge_delta(delta)` if defined, else `base.merge_delta(-delta)`; without the hook a
+  non-float base refuses to merge, naming the fix;
+- `module.logical_param_count()` tells count_parameters how many parameters a module's subtree stands for.
+"""
+from .counting import count_parameters, trainable_report
+from .inject import (add_lora, disable_adapters, lora_layers, merge_and_unload, merge_lora, set_adapter,
+                     unmerge_lora)
+from .layer import ALL_LINEAR, INITS, AdapterSpec, LoRALinear, is_linear_like
+from .saving import (adapter_size_bytes, load_adapter, load_lora_state_dict, lora_state_dict, save_adapter)
+
+__all__ = [
+    "ALL_LINEAR", "INITS", "AdapterSpec", "LoRALinear", "is_linear_like",
+    "add_lora", "set_adapter", "disable_adapters", "lora_layers", "merge_lora", "unmerge_lora", "merge_and_unload",
+    "lora_state_dict", "load_lora_state_dict", "save_adapter", "load_adapter", "adapter_size_bytes",
+    "count_parameters", "trainable_report",
+]
