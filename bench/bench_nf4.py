@@ -1,0 +1,80 @@
+"""Is course_utils.nf4 as fast as bitsandbytes on CPU? Quantize and dequantize a 4096 x 4096 weight.
+
+    python bench/bench_nf4.py [--reps N] [--threads T] [--size D]
+
+NF4, blocksize 64, double quantization on (bitsandbytes: compress_statistics=True), float32 and bfloat16 weights.
+Ours and bitsandbytes' run interleaved (one rep of each, order flipped every rep, so drift in clock or load hits
+both); the table shows median seconds and the median of the per-repetition ratios ours / bitsandbytes.
+Targets: quantize ratio <= 1.0 (at least as fast), dequantize ratio <= 1.5.
+bitsandbytes' CPU quantize is its torch backend (torch.bucketize); its dequantize is a native AVX512 kernel.
+On 2 shared cores, pass --threads 1 when other processes are busy: two intra-op threads then mostly wait.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from course_utils import nf4  # noqa: E402
+
+TARGETS = {"quantize": 1.0, "dequantize": 1.5}
+
+
+def interleaved(fns: list, reps: int, warmup: int = 1) -> list[list[float]]:
+    times = [[] for _ in fns]
+    for i in range(warmup + reps):
+        order = list(range(len(fns)))[:: 1 if i % 2 == 0 else -1]
+        for j in order:
+            t0 = time.perf_counter()
+            fns[j]()
+            if i >= warmup:
+                times[j].append(time.perf_counter() - t0)
+    return times
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    ap.add_argument("--size", type=int, default=4096)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import bitsandbytes.functional as F
+
+    print(f"bitsandbytes {sys.modules['bitsandbytes'].__version__}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} thread(s), {os.cpu_count()} CPU(s), {args.size}x{args.size}, "
+          "nf4, block 64, DQ on")
+    print(f"{'dtype':<10}{'op':<12}{'ours (s)':>10}{'bnb (s)':>10}{'ratio':>8}{'target':>8}  ok")
+    ok_all = True
+    torch.manual_seed(0)
+    for dtype in (torch.float32, torch.bfloat16):
+        w = torch.randn(args.size, args.size).to(dtype)
+        packed, state = F.quantize_4bit(w, blocksize=64, compress_statistics=True, quant_type="nf4")
+        q = nf4.quantize_nf4(w, blocksize=64, double_quant=True)
+        assert torch.equal(q.codes, packed.view(-1)), "codes differ from bitsandbytes"
+        ops = {
+            "quantize": (lambda: nf4.quantize_nf4(w, 64, True),
+                         lambda: F.quantize_4bit(w, blocksize=64, compress_statistics=True, quant_type="nf4")),
+            "dequantize": (lambda: nf4.dequantize_nf4(q), lambda: F.dequantize_4bit(packed, state)),
+        }
+        for op, (ours, theirs) in ops.items():
+            t_ours, t_bnb = interleaved([ours, theirs], args.reps)
+            ratio = statistics.median(a / b for a, b in zip(t_ours, t_bnb))
+            ok = ratio <= TARGETS[op]
+            ok_all &= ok
+            print(f"{str(dtype).removeprefix('torch.'):<10}{op:<12}{statistics.median(t_ours):>10.4f}"
+                  f"{statistics.median(t_bnb):>10.4f}{ratio:>8.2f}{TARGETS[op]:>8.2f}  {'yes' if ok else 'NO'}")
+    return 0 if ok_all else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
