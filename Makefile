@@ -42,7 +42,7 @@ execute-notebooks: setup
 
 # Instructor commands (docs/instructor_guide.md)
 labs-release: setup
-	$(PY) -m course_utils.grading release
+	$(PY) scripts/build_labs.py
 
 grade: setup
 	$(PY) -m course_utils.grading autograde
