@@ -41,6 +41,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The course model's matmuls are tiny: one intra-op thread is as fast, gives the same numbers everywhere, and is
+    immune to OpenMP stalls when the 2 cores are shared (measured: a QLoRA test took 1 s with 1 thread, 20 s with 2)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def course_model():
     """The pretrained course model and tokenizer, loaded once per session; tests must not mutate it."""

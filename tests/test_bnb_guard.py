@@ -32,13 +32,6 @@ needs_avx512_bf16 = pytest.mark.skipif(not bnb_guard.cpu_has_avx512_bf16(),
 TORCH_BACKEND = torch._C.DispatchKeySet(torch._C.DispatchKey.CompositeExplicitAutograd)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny matmuls: a second intra-op thread on 2 shared cores mostly waits (20x slower under load)
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
 
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")  # PEFT -> transformers

@@ -24,13 +24,6 @@ ATTN = ["q_proj", "k_proj", "v_proj", "o_proj"]
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The course model's matmuls are tiny: one thread is as fast, and immune to OpenMP stalls on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

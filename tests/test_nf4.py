@@ -28,14 +28,6 @@ TORCH_BACKEND = torch._C.DispatchKeySet(torch._C.DispatchKey.CompositeExplicitAu
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These tensors are small; on 2 shared cores a second intra-op thread mostly waits for the other
-    # processes (measured: the QLoRA test took 1 s with 1 thread and 20 s with 2 under load).
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
 
 
 @pytest.fixture(autouse=True)
