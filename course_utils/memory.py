@@ -53,17 +53,13 @@ GB = 1000**3
 
 
 def nf4_bits_per_param(blocksize: int = 64, double_quant: bool = True) -> float:
-    """Bits per weight of a 4-bit (NF4/FP4) tensor, constants included.
+    """Bits per weight of a 4-bit (NF4/FP4) tensor, constants included: 4.5 plain, 4.127 with double quantization.
 
-    Each block of `blocksize` weights shares one absmax. Stored as fp32 it costs 32/blocksize bits per weight;
-    double quantization stores it as 8 bits plus one fp32 absmax per 256 absmaxes (QLoRA Sec. 3):
-    64 -> 4 + 0.5 = 4.5 bits plain, 4 + 8/64 + 32/(64*256) = 4.127 bits with double quantization.
+    One formula for the whole course: it is course_utils.nf4's, whose quantizer the storage is measured from.
     """
-    if not isinstance(blocksize, numbers.Integral) or blocksize <= 0:
-        raise ValueError(f"blocksize must be a positive integer, got {blocksize!r}: bitsandbytes uses 64 (allowed 32..4096)")
-    if double_quant:
-        return 4 + 8 / blocksize + 32 / (blocksize * 256)
-    return 4 + 32 / blocksize
+    from .nf4 import bits_per_parameter
+
+    return bits_per_parameter(blocksize, double_quant)
 
 
 def bytes_per_param(dtype, blocksize: int = 64, double_quant: bool = True) -> float:
@@ -353,3 +349,29 @@ def _shape(shape) -> tuple[int, int]:
     if out_f <= 0 or in_f <= 0:
         raise ValueError(f"shape dimensions must be positive, got {shape!r}")
     return out_f, in_f
+
+
+def saved_activation_bytes(model, batch) -> int:
+    """Measured bytes of the tensors autograd keeps for backward (weights excluded): one step's activations."""
+    import torch
+
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved = {}
+
+    def keep(t):
+        if t.untyped_storage().data_ptr() not in weights:
+            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+        model(**batch)
+    return sum(saved.values())
+
+
+def activation_estimate_bytes(layers, hidden, tokens, numbers_per_hidden: float = 17.0, bytes_per_number: int = 2) -> float:
+    """Activations of one training step: layers x tokens x hidden x numbers stored per hidden unit x bytes.
+
+    17 numbers per hidden unit per token is Korthikanti et al.'s GPT-block count (34 bytes at 16 bits, attention
+    scores not stored); notebook 02 measures the Llama block's own number and passes it in.
+    """
+    return layers * hidden * tokens * numbers_per_hidden * bytes_per_number

@@ -6,6 +6,7 @@ Only parameters with requires_grad=True are handed to the optimizer, so the same
 from __future__ import annotations
 
 import math
+import os
 import random
 from dataclasses import dataclass, field
 
@@ -120,7 +121,9 @@ def train(model, batches, steps: int, lr: float = 1e-3, weight_decay: float = 0.
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(bar, desc=progress if isinstance(progress, str) else "training", leave=False)
+        # tqdm's notebook bar ignores TQDM_DISABLE, so honour it here: stored notebook outputs stay bar-free.
+        bar = tqdm(bar, desc=progress if isinstance(progress, str) else "training", leave=False,
+                   disable=os.environ.get("TQDM_DISABLE") == "1")
     it = iter(batches)
     for step in bar:
         batch = next(it)
