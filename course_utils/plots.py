@@ -194,6 +194,9 @@ def plot_spectrum(spectra: Mapping[str, Sequence[float]], title: str, r: int | N
         if r is not None:
             ax.axvline(r, color="black", linestyle="--", linewidth=1, label=f"r = {r}")
         ax.set_xscale("log")
-    _finish(axes[0], f"{title}: singular values", "index i (log scale)", "sigma_i / sigma_1 (log scale)", legend=True)
-    _finish(axes[1], f"{title}: cumulative energy", "rank r (log scale)", "share of ||dW||_F^2 in top r", legend=False)
+    if not isinstance(title, str) or not title.strip():
+        raise ValueError(f"title must be a non-empty string, got {title!r}: say whose spectrum this is")
+    axes[0].figure.suptitle(title)
+    _finish(axes[0], "singular values", "index i (log scale)", "sigma_i / sigma_1 (log scale)", legend=True)
+    _finish(axes[1], "cumulative energy", "rank r (log scale)", "share of ||M||_F^2 in the top r", legend=False)
     return axes

@@ -74,6 +74,16 @@ def batches_from_examples(encode_fn, items, batch_size: int, seed: int = 0):
             yield encode_fn(items[i : i + batch_size])
 
 
+def progress_bar(iterable, desc: str = "", leave: bool = False):
+    """tqdm (a widget in Jupyter) that honours TQDM_DISABLE=1, which tqdm's notebook bar ignores.
+
+    Notebooks and the test suite run with TQDM_DISABLE=1 so stored outputs stay free of progress bars.
+    """
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, leave=leave, disable=os.environ.get("TQDM_DISABLE") == "1")
+
+
 @dataclass
 class TrainResult:
     losses: list = field(default_factory=list)
@@ -119,11 +129,7 @@ def train(model, batches, steps: int, lr: float = 1e-3, weight_decay: float = 0.
     result = TrainResult()
     bar = range(steps)
     if progress:
-        from tqdm.auto import tqdm
-
-        # tqdm's notebook bar ignores TQDM_DISABLE, so honour it here: stored notebook outputs stay bar-free.
-        bar = tqdm(bar, desc=progress if isinstance(progress, str) else "training", leave=False,
-                   disable=os.environ.get("TQDM_DISABLE") == "1")
+        bar = progress_bar(bar, desc=progress if isinstance(progress, str) else "training")
     it = iter(batches)
     for step in bar:
         batch = next(it)
