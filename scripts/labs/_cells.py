@@ -31,3 +31,26 @@ def tests(grade_id: str, points: int, visible: str, hidden: str = ""):
     meta = {"grade": True, "solution": False, "locked": True, "points": points, "grade_id": grade_id,
             "schema_version": SCHEMA}
     return ("code", source, {"grade_id": grade_id, "nbgrader": meta})
+
+
+_SETUP = """
+import platform
+
+import torch
+import transformers
+
+import course_utils
+{imports}
+
+transformers.logging.disable_progress_bar()  # keep the stored outputs free of progress bars
+torch.set_num_threads(1)  # the tiny course model is fastest on one thread, and gives the same numbers everywhere
+print("python      ", ".".join(platform.python_version_tuple()[:2]))
+print("torch       ", torch.__version__)
+print("transformers", transformers.__version__)
+print("course_utils", course_utils.__version__)
+"""
+
+
+def setup_cell(imports: str = ""):
+    """Every lab's first cell: the lab's own imports, quiet progress bars, one thread, and the versions."""
+    return code(_SETUP.format(imports=_src(imports)).replace("\n\n\n", "\n\n"))

@@ -1,5 +1,5 @@
 """Lab 01 -- The memory wall: account for every byte of training, predict the course model's, then measure."""
-from _cells import answer, code, md, tests
+from _cells import answer, code, md, setup_cell, tests
 
 CELLS = [
     md("""
@@ -26,21 +26,7 @@ CELLS = [
     Throughout, **GiB** means 1024³ bytes (what `nvidia-smi` and PyTorch report) and **GB** means 10⁹ bytes.
     Activations are left out: they depend on batch size and sequence length, not on the parameter count.
     """),
-    code("""
-    import platform
-
-    import torch
-    import transformers
-
-    import course_utils
-
-    transformers.logging.disable_progress_bar()  # keep the stored outputs free of progress bars
-    torch.set_num_threads(1)  # the tiny course model is fastest on one thread, and gives the same numbers everywhere
-    print("python      ", ".".join(platform.python_version_tuple()[:2]))
-    print("torch       ", torch.__version__)
-    print("transformers", transformers.__version__)
-    print("course_utils", course_utils.__version__)
-    """),
+    setup_cell(),
 
     # ---------------------------------------------------------------------------------------------- 1
     md("""

@@ -1,5 +1,5 @@
 """Lab 02 -- LoRA from scratch: a LoRA linear layer, injected into the course model, trained, merged."""
-from _cells import answer, code, md, tests
+from _cells import answer, code, md, setup_cell, tests
 
 CELLS = [
     md("""
@@ -27,23 +27,12 @@ CELLS = [
     sizes, ranks and alphas, so avoid hard-coding numbers. Do not delete or edit the test cells. Run
     *Kernel → Restart & Run All* before you submit.
     """),
-    code("""
+    setup_cell("""
     import math
-    import platform
 
-    import torch
     import torch.nn as nn
-    import transformers
 
-    import course_utils
     from course_utils.checks import check_lora_layer, check_value
-
-    transformers.logging.disable_progress_bar()  # keep the stored outputs free of progress bars
-    torch.set_num_threads(1)  # the tiny course model is fastest on one thread, and gives the same numbers everywhere
-    print("python      ", ".".join(platform.python_version_tuple()[:2]))
-    print("torch       ", torch.__version__)
-    print("transformers", transformers.__version__)
-    print("course_utils", course_utils.__version__)
     """),
 
     # ---------------------------------------------------------------------------------------------- 1
