@@ -3,7 +3,7 @@
     >>> from course_utils import data
     >>> data.names()            # every dataset
     >>> data.load("sentiment_train")[:2]
-Each dataset's meaning and provenance: course_utils/world.py (the generator) and data/README in the assets.
+Each dataset's meaning and provenance: course_utils/world.py, the generator that scripts/build_course_model.py ran.
 """
 from __future__ import annotations
 

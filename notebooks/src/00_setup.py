@@ -97,6 +97,25 @@ linear_names = sorted({name.split(".")[-1] for name, m in model.named_modules() 
 print(linear_names)
 
 # %% [markdown]
+# It learned its world in one pretraining run on a CPU. The build script recorded every step's loss:
+#
+# **Predict:** a model that guesses uniformly among 1,024 tokens has loss ln(1024) ≈ 6.9 nats. Where will the
+# curve end?
+
+# %%
+import json
+
+from course_utils.paths import MODEL_DIR
+from course_utils.plots import plot_loss_curves
+
+log = json.loads((MODEL_DIR / "pretrain_log.json").read_text())
+plot_loss_curves({"pretraining": log["losses"]}, title="How the course model was pretrained", smooth=20)
+print(f"{log['steps']} steps of {log['batch'][0]} x {log['batch'][1]} tokens; loss {log['losses'][0]:.2f} -> {log['final_loss']:.2f}")
+
+# %%
+assert log["losses"][0] > 6.5 and log["final_loss"] < 1.2, "pretraining took the loss from chance to a model that knows its world"
+
+# %% [markdown]
 # ## 0.5 It talks
 # Greedy decoding, so you will see exactly the text below.
 
