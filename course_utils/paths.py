@@ -42,3 +42,23 @@ def set_cache_env(force: bool = False) -> dict[str, str]:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return applied
+
+
+def notebook_env(environ=None) -> dict:
+    """The environment notebooks are executed in, both when their outputs are stored and when nbval re-runs them.
+
+    One definition for both, because nbval compares stored outputs: offline and network-blocked (every Python
+    subprocess loads tests/sitecustomize), no progress bars, the embedded model, the venv's bin/ on PATH
+    (nbgrader runs `alembic` as a subprocess).
+    """
+    import sys
+
+    env = dict(os.environ if environ is None else environ)
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", COURSE_BLOCK_NETWORK="1", TQDM_DISABLE="1",
+               PYTHONHASHSEED="0")
+    for key in ("COURSE_MODEL", "COURSE_ONLINE"):
+        env.pop(key, None)
+    extra = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "tests" / "sitecustomize"), str(REPO_ROOT), *extra])
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env

@@ -8,18 +8,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
-os.environ["COURSE_BLOCK_NETWORK"] = "1"
-os.environ["TQDM_DISABLE"] = "1"  # progress bars are for people; stored notebook outputs are compared without them
-os.environ["PYTHONHASHSEED"] = "0"
-os.environ.pop("COURSE_MODEL", None)
-os.environ.pop("COURSE_ONLINE", None)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [str(ROOT / "tests" / "sitecustomize"), str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-)
-# nbgrader starts `alembic` as a subprocess: the environment's bin/ must be on PATH.
-os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+from course_utils.paths import notebook_env  # noqa: E402
+
+# The same environment scripts/execute_notebooks.py stores outputs under, so nbval compares like with like.
+os.environ.clear()
+os.environ.update(notebook_env())
 
 from course_utils.paths import set_cache_env  # noqa: E402
 from course_utils.netguard import block_network  # noqa: E402
