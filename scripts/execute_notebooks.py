@@ -53,29 +53,24 @@ def parse_percent(text: str):
         elif kind is not None:
             buf.append(line)
     flush()
+    for i, cell in enumerate(cells):
+        cell.id = f"cell-{i:03d}"  # stable ids: rebuilding a notebook changes only what really changed
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
     return nb
 
 
-def execution_env() -> dict:
-    env = dict(os.environ)
-    env.update(TQDM_DISABLE="1", COURSE_BLOCK_NETWORK="1", HF_HUB_OFFLINE="1", PYTHONHASHSEED="0")
-    env.pop("COURSE_MODEL", None)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests" / "sitecustomize"), str(ROOT)])
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    return env
-
-
 def execute(nb, cwd: Path, timeout: int = 600):
     from nbclient import NotebookClient
 
+    from course_utils.paths import notebook_env
+
     old = dict(os.environ)
     os.environ.clear()
-    os.environ.update(execution_env())
+    os.environ.update(notebook_env())
     try:
-        NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
+        NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False, resources={"metadata": {"path": str(cwd)}}).execute()
     finally:
         os.environ.clear()
         os.environ.update(old)
