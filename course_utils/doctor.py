@@ -55,6 +55,9 @@ def collect() -> tuple[list[tuple[str, str]], list[str]]:
         rows.append(("bitsandbytes backend", ", ".join(f"{k}={v}" for k, v in st.items())))
     except ImportError:
         rows.append(("bitsandbytes backend", "guard not installed"))
+    from . import nf4_native
+
+    rows.append(("NF4 dequantize", nf4_native.status()))  # no compiler is fine: the torch path is just slower
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     rows.append(("hub", "offline (HF_HUB_OFFLINE=1)" if offline else "ONLINE (COURSE_ONLINE=1)"))
 

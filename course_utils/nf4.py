@@ -8,11 +8,12 @@ The idea in three lines (QLoRA, arXiv 2305.14314, Sec. 3; bitsandbytes 0.50 back
    in blocks of 256, plus one fp32 scale per 256 blocks and one fp32 mean offset: 4.127 instead of 4.5 bits/param.
 Dequantizing looks the level up and multiplies it by the block's absmax.
 
-Everything here is plain torch. Quantizing takes an exact shortcut instead of a binary search per value (see
+The reference code is plain torch. Quantizing takes an exact shortcut instead of a binary search per value (see
 `_BinnedCode`) and works in cache-sized chunks on a few threads (`_split_work`): a 4096 x 4096 matrix quantizes
-~4-5x faster than with bitsandbytes' CPU backend; dequantizing takes ~1.1-1.6x the time of its native AVX512
-kernel for float32 and ~2x for bfloat16 (bench/bench_nf4.py, 2 shared cores). `quantize_nf4` and
-`dequantize_nf4` are what to read first; the rest is bookkeeping.
+~2.5x faster than with bitsandbytes' CPU backend. Dequantizing on CPU goes through a 100-line C kernel compiled on
+first use (`nf4_native`, native/nf4_dequantize.c): the same arithmetic in one pass, as fast as bitsandbytes' native
+kernel; without a C compiler the torch path `_dequantize_torch` runs (~1.5x its time for float32, ~2.5x for
+bfloat16; bench/bench_nf4.py). `quantize_nf4` and `dequantize_nf4` are what to read first; the rest is bookkeeping.
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ from functools import lru_cache
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from . import nf4_native
 
 NF4_OFFSET = 0.9677083  # the outermost quantile bitsandbytes uses: ppf(0.9677083) = 1.848 standard deviations
 BLOCKSIZES = tuple(2**k for k in range(5, 13))  # 32 .. 4096, the sizes bitsandbytes accepts
@@ -483,25 +486,42 @@ def _dequantize_blocks(codes: torch.Tensor, absmax: torch.Tensor, bs: int, pairs
 def dequantize_nf4(q: NF4Tensor, shape=None, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Undo quantize_nf4: level[code] * block absmax, computed in float32, returned in the original dtype.
 
-    Bit-exact with bitsandbytes.functional.dequantize_4bit (given the same absmax).
+    Bit-exact with bitsandbytes.functional.dequantize_4bit (given the same absmax). On CPU the whole blocks go
+    through a small C kernel when a compiler is available (course_utils/nf4_native.py, same bits, ~2.5x faster);
+    `_dequantize_torch` below is the reference it is tested against.
     """
     shape = _check_state(q, shape)
     dtype = dtype or q.dtype
+    out = torch.empty(q.numel, dtype=dtype, device=q.codes.device)
+    if not nf4_native.usable(q, out):
+        return _dequantize_torch(q, dtype, out).view(shape)
+    fn, levels, dmap = nf4_native.function(), _code(q.quant_type), _dynamic_map()
+    full = q.numel - q.numel % q.blocksize
+    if full:
+        _split_work(full, q.blocksize, lambda lo, hi: nf4_native.call(fn, q, levels, dmap, out, lo, hi), out.device)
+    if full < q.numel:
+        _dequantize_tail(q, q.block_absmax()[-1], out, full)
+    return out.view(shape)
+
+
+def _dequantize_torch(q: NF4Tensor, dtype: torch.dtype, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The reference: gather both nibbles' levels per byte, multiply by the block's absmax (flat result)."""
     n, bs = q.numel, q.blocksize
     _, _, _, _, pairs = _tables(q.quant_type, q.codes.device)
     absmax = q.block_absmax()
-    rem = n % bs
-    full = n - rem
-    out = torch.empty(n, dtype=dtype, device=q.codes.device)
-
+    full = n - n % bs
+    out = torch.empty(n, dtype=dtype, device=q.codes.device) if out is None else out
     if full:
         _split_work(full, bs, lambda lo, hi: _dequantize_blocks(q.codes, absmax, bs, pairs, out, lo, hi), out.device)
+    if full < n:
+        _dequantize_tail(q, absmax[-1], out, full)
+    return out
 
-    if rem:
-        tail = q.codes[full // 2:].long()
-        levels = torch.stack([tail >> 4, tail & 15], 1).view(-1)[:rem]
-        out[full:] = (_tables(q.quant_type, out.device)[0][levels] * absmax[-1]).to(dtype)
-    return out.view(shape)
+
+def _dequantize_tail(q: NF4Tensor, absmax: torch.Tensor, out: torch.Tensor, full: int) -> None:
+    tail = q.codes[full // 2:].long()
+    levels = torch.stack([tail >> 4, tail & 15], 1).view(-1)[:q.numel - full]
+    out[full:] = (_tables(q.quant_type, out.device)[0][levels] * absmax).to(out.dtype)
 
 
 def quantization_error(w: torch.Tensor, blocksize: int = 64, double_quant: bool = False,

@@ -11,8 +11,10 @@ ROOT = Path(__file__).resolve().parents[1]
 from course_utils.paths import notebook_env  # noqa: E402
 
 # The same environment scripts/execute_notebooks.py stores outputs under, so nbval compares like with like.
+# (Computed before clearing: notebook_env() builds on the caller's environment, PATH included.)
+_env = notebook_env()
 os.environ.clear()
-os.environ.update(notebook_env())
+os.environ.update(_env)
 
 from course_utils.paths import set_cache_env  # noqa: E402
 from course_utils.netguard import block_network  # noqa: E402

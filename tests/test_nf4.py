@@ -9,6 +9,8 @@ Reference paths, and why two:
 from __future__ import annotations
 
 import copy
+import os
+import shutil
 import sys
 import types
 import warnings
@@ -18,7 +20,7 @@ import pytest
 import torch
 
 import course_utils
-from course_utils import nf4, quant
+from course_utils import nf4, nf4_native, quant
 
 bnb = pytest.importorskip("bitsandbytes")
 F = pytest.importorskip("bitsandbytes.functional")
@@ -176,6 +178,80 @@ def test_threaded_fast_path_is_bit_exact_too():
     bad[-3, 5] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         nf4.quantize_nf4(bad)
+
+
+# ------------------------------------------------------------------------------------------------ the C kernel
+# dequantize_nf4 runs course_utils/native/nf4_dequantize.c on CPU when a compiler is there; _dequantize_torch is
+# the plain-torch reference. Same bits required, for every case above, with and without double quantization.
+
+HAS_CC = shutil.which((os.environ.get("CC") or "cc")) is not None
+
+
+def _kernel_cases():
+    gen = torch.Generator().manual_seed(5)
+    for dtype in nf4_native.OUT_DTYPES:
+        for shape, bs in CASES:
+            yield (torch.randn(shape, generator=gen) * 0.02).to(dtype), bs
+        for bs in (32, 64, 128, 256):
+            yield _hard_cases(dtype, bs)[:-5], bs
+
+
+@pytest.fixture
+def fresh_native():
+    nf4_native.reset()
+    yield
+    nf4_native.reset()
+
+
+@pytest.mark.skipif(not HAS_CC, reason="no C compiler: dequantize_nf4 uses the torch path (tested everywhere else)")
+def test_native_kernel_matches_the_torch_reference(fresh_native):
+    # Expected: the kernel builds and passes its self-test, and gives the torch path's exact bits everywhere.
+    assert nf4_native.available(), nf4_native.status()
+    assert nf4_native.status().startswith("native")
+    for w, bs in _kernel_cases():
+        for dq in (False, True):
+            for quant_type in ("nf4", "fp4"):
+                q = nf4.quantize_4bit(w, bs, dq, quant_type)
+                assert nf4_native.usable(q, torch.empty(0, dtype=w.dtype))
+                ref = nf4._dequantize_torch(q, w.dtype).view(w.shape)
+                assert torch.equal(nf4.dequantize_nf4(q), ref), (tuple(w.shape), w.dtype, bs, dq, quant_type)
+    torch.set_num_threads(2)  # split over threads (the autouse fixture restores 1)
+    w = torch.randn(1031, 1000)
+    q = nf4.quantize_nf4(w)
+    assert torch.equal(nf4.dequantize_nf4(q, dtype=torch.bfloat16), nf4._dequantize_torch(q, torch.bfloat16).view(
+        w.shape))
+
+
+@pytest.mark.skipif(not HAS_CC, reason="no C compiler")
+def test_portable_kernel_without_simd_matches_too(tmp_path):
+    # Expected: the plain-C loop (what ARM and other non-x86 machines compile) gives the same bits as well.
+    fn = nf4_native.load(nf4_native.build(portable=True, cache_dir=tmp_path))
+    levels, dmap = nf4._code("nf4"), nf4._dynamic_map()
+    for w, bs in _kernel_cases():
+        for dq in (False, True):
+            q = nf4.quantize_nf4(w, bs, dq)
+            out = torch.empty(q.numel, dtype=w.dtype)
+            full = q.numel - q.numel % bs
+            nf4_native.call(fn, q, levels, dmap, out, 0, full)
+            assert torch.equal(out[:full], nf4._dequantize_torch(q, w.dtype)[:full]), (tuple(w.shape), bs, dq)
+
+
+def test_without_a_compiler_or_when_turned_off_the_torch_path_runs(monkeypatch, fresh_native):
+    # Expected: no compiler -> the status says so and dequantize still gives the same bits; COURSE_NF4_NATIVE=0
+    # turns the kernel off even where it builds. float16 output always takes the torch path.
+    w = torch.randn(96, 64)
+    q = nf4.quantize_nf4(w)
+    ref = nf4._dequantize_torch(q, torch.float32).view(w.shape)
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    assert not nf4_native.available()
+    assert "no C compiler (/nonexistent/cc)" in nf4_native.status()
+    assert torch.equal(nf4.dequantize_nf4(q), ref)
+    monkeypatch.delenv("CC")
+    monkeypatch.setenv(nf4_native.ENV, "0")
+    nf4_native.reset()
+    assert not nf4_native.available() and nf4_native.status().startswith("off (COURSE_NF4_NATIVE=0)")
+    assert torch.equal(nf4.dequantize_nf4(q), ref)
+    assert not nf4_native.usable(nf4.quantize_nf4(w.half()), torch.empty(0, dtype=torch.float16))
 
 
 def test_packing_layout_first_value_in_high_nibble():

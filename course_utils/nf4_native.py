@@ -1,0 +1,148 @@
+"""Optional C kernel for NF4 dequantization on CPU, compiled on first use; the torch code in nf4.py is the reference.
+
+    from course_utils import nf4_native
+    nf4_native.status()      # 'native (cc -O3 -mssse3 ...)' or why not, e.g. 'off: no C compiler (cc) found'
+
+`course_utils.nf4.dequantize_nf4` calls `dequantize_blocks` when `available()`, else its own torch path. Both
+give the same bits: the kernel computes level * absmax in float32 exactly as torch does, and rounds to bfloat16
+the way torch does (nearest, ties to even). The library is built once per source/compiler/flags into
+.cache/native/ (inside the repo), checked against the torch path on a small tensor, and only then used.
+COURSE_NF4_NATIVE=0 turns it off; CC picks the compiler (default `cc`).
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .paths import CACHE_DIR
+
+SOURCE = Path(__file__).resolve().parent / "native" / "nf4_dequantize.c"
+ENV = "COURSE_NF4_NATIVE"
+OUT_DTYPES = (torch.float32, torch.bfloat16)  # float16 output takes the torch path
+
+_state: dict = {}  # "lib": the loaded function, or None; "why": a one-line status
+
+
+def _flags(portable: bool = False) -> list[str]:
+    # -ffp-contract=off: no fused multiply-add, so absmax = dmap * scale + offset rounds twice, as in torch.
+    flags = ["-O3", "-shared", "-fPIC", "-ffp-contract=off"]
+    if platform.machine().lower() in ("x86_64", "amd64", "i686", "i386") and not portable:
+        flags.append("-mssse3")
+    if portable:
+        flags.append("-DNF4_PORTABLE")
+    return flags
+
+
+def build(portable: bool = False, cache_dir: Path | None = None) -> Path:
+    """Compile the kernel (or reuse the cached build) and return the shared library's path. Raises on failure."""
+    cc = (os.environ.get("CC") or "cc")
+    if shutil.which(cc) is None:
+        raise RuntimeError(f"no C compiler ({cc}) found")
+    flags = _flags(portable)
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([cc, *flags, platform.machine()]).encode()).hexdigest()[:16]
+    out_dir = Path(cache_dir or CACHE_DIR / "native")
+    lib = out_dir / f"nf4_dequantize-{key}.so"
+    if lib.exists():
+        return lib
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)  # build aside, then rename: parallel imports never
+    os.close(fd)                                           # load a half-written library
+    try:
+        r = subprocess.run([cc, *flags, "-o", tmp, str(SOURCE)], capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            raise RuntimeError(f"{cc} failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}")
+        os.replace(tmp, lib)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return lib
+
+
+def load(path: Path):
+    fn = ctypes.CDLL(str(path)).nf4_dequantize_blocks  # CDLL releases the GIL during the call: threads overlap
+    p, i64 = ctypes.c_void_p, ctypes.c_int64
+    fn.argtypes = [p, p, p, p, p, p, ctypes.c_float, i64, p, i64, i64, i64, ctypes.c_int]
+    fn.restype = None
+    return fn
+
+
+def call(fn, q, levels: torch.Tensor, dmap: torch.Tensor, out: torch.Tensor, lo: int, hi: int) -> None:
+    """out[lo:hi] for whole blocks lo/bs .. hi/bs of q (an NF4Tensor); out is the flat float32/bfloat16 result."""
+    if q.double_quant:
+        stats = (None, q.absmax.data_ptr(), dmap.data_ptr(), q.absmax_scale.data_ptr(), float(q.absmax_offset),
+                 q.dq_blocksize)
+    else:
+        stats = (q.absmax.data_ptr(), None, None, None, 0.0, 1)
+    bs = q.blocksize
+    fn(q.codes.data_ptr(), levels.data_ptr(), *stats, out.data_ptr(), lo // bs, hi // bs, bs,
+       int(out.dtype == torch.bfloat16))
+
+
+def usable(q, out: torch.Tensor) -> bool:
+    """Can the kernel take this call? CPU, contiguous float32 constants, float32/bfloat16 output."""
+    if out.device.type != "cpu" or out.dtype not in OUT_DTYPES or not available():
+        return False
+    parts = [q.codes, q.absmax] + ([q.absmax_scale, q.absmax_offset] if q.double_quant else [])
+    return (all(t.device.type == "cpu" and t.is_contiguous() for t in parts)
+            and (q.double_quant or q.absmax.dtype == torch.float32)
+            and (not q.double_quant or (q.absmax.dtype == torch.uint8 and q.absmax_scale.dtype == torch.float32)))
+
+
+def _self_test(fn) -> str | None:
+    """Run the fresh build against the torch path once; any difference -> don't use it (and say why)."""
+    from . import nf4
+
+    g = torch.Generator().manual_seed(0)
+    for dq in (False, True):
+        for dtype in OUT_DTYPES:
+            w = (torch.randn(37, 128, generator=g) * 3).to(dtype)
+            q = nf4.quantize_nf4(w, 64, dq)
+            ref = nf4._dequantize_torch(q, dtype)
+            out = torch.empty(q.numel, dtype=dtype)
+            call(fn, q, nf4._code(q.quant_type), nf4._dynamic_map(), out, 0, q.numel)
+            if not torch.equal(out, ref.view(-1)):
+                return f"self-test differs from the torch path (double_quant={dq}, {dtype})"
+    return None
+
+
+def available() -> bool:
+    if os.environ.get(ENV, "1") == "0":
+        return False
+    if "lib" not in _state:
+        _state["lib"], _state["why"] = None, "off"
+        try:
+            path = build()
+            fn = load(path)
+            problem = _self_test(fn)
+            if problem:
+                _state["why"] = f"off: {problem}"
+            else:
+                _state["lib"], _state["why"] = fn, f"native ({os.environ.get('CC') or 'cc'} {' '.join(_flags())})"
+        except Exception as e:  # no compiler, read-only checkout, ...: the torch path still works
+            _state["why"] = f"off: {e}"
+    return _state["lib"] is not None
+
+
+def function():
+    return _state["lib"] if available() else None
+
+
+def status() -> str:
+    """One line for the doctor and the benchmark: which dequantize path runs, and why."""
+    if os.environ.get(ENV, "1") == "0":
+        return f"off ({ENV}=0): torch path"
+    available()
+    return _state["why"]
+
+
+def reset() -> None:
+    """Forget the loaded kernel (tests use it to try another CC or COURSE_NF4_NATIVE setting)."""
+    _state.clear()
