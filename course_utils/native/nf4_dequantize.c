@@ -17,12 +17,6 @@
 #define NF4_SIMD 1
 #endif
 
-static inline float block_absmax(int64_t b, const float *absmax, const uint8_t *qabsmax, const float *dmap,
-                                 const float *dq_scale, float dq_offset, int64_t dq_bs) {
-  if (absmax) return absmax[b];
-  return dmap[qabsmax[b]] * dq_scale[b / dq_bs] + dq_offset;  /* two roundings, like torch: built with -ffp-contract=off */
-}
-
 #ifdef NF4_SIMD
 /* 16 values -> byte planes: plane p holds byte p of every level (little-endian), one pshufb table per plane. */
 static inline int planes_f32(__m128i v0, __m128i v1, __m128i v2, __m128i v3, __m128i p[4]) {
@@ -63,8 +57,11 @@ void nf4_dequantize_blocks(const uint8_t *codes, const float *levels,
   const __m128 L0 = _mm_loadu_ps(levels), L1 = _mm_loadu_ps(levels + 4), L2 = _mm_loadu_ps(levels + 8), L3 = _mm_loadu_ps(levels + 12);
   const __m128i m = _mm_set1_epi8(0x0F);
 #endif
+  int64_t s = b0 / dq_bs, r = b0 % dq_bs;  /* which double-quantization scale; a counter, not a division per block */
   for (int64_t b = b0; b < b1; b++) {
-    const float a = block_absmax(b, absmax, qabsmax, dmap, dq_scale, dq_offset, dq_bs);
+    /* double quantization: two roundings (multiply, then add), like torch; built with -ffp-contract=off */
+    const float a = absmax ? absmax[b] : dmap[qabsmax[b]] * dq_scale[s] + dq_offset;
+    if (++r == dq_bs) { r = 0; s++; }
     const uint8_t *c = codes + b * nbytes;
     uint8_t *o = (uint8_t *)out + b * bs * width;
 #ifdef NF4_SIMD
