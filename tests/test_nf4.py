@@ -197,7 +197,8 @@ def _kernel_cases():
 
 
 @pytest.fixture
-def fresh_native():
+def fresh_native(monkeypatch):
+    monkeypatch.delenv(nf4_native.ENV, raising=False)  # these tests set COURSE_NF4_NATIVE themselves
     nf4_native.reset()
     yield
     nf4_native.reset()
