@@ -90,10 +90,11 @@ def usable(q, out: torch.Tensor) -> bool:
     """Can the kernel take this call? CPU, contiguous float32 constants, float32/bfloat16 output."""
     if out.device.type != "cpu" or out.dtype not in OUT_DTYPES or not available():
         return False
-    parts = [q.codes, q.absmax] + ([q.absmax_scale, q.absmax_offset] if q.double_quant else [])
-    return (all(t.device.type == "cpu" and t.is_contiguous() for t in parts)
-            and (q.double_quant or q.absmax.dtype == torch.float32)
-            and (not q.double_quant or (q.absmax.dtype == torch.uint8 and q.absmax_scale.dtype == torch.float32)))
+    dtypes = {"codes": torch.uint8, "absmax": torch.float32}  # what the C signature takes
+    if q.double_quant:
+        dtypes.update(absmax=torch.uint8, absmax_scale=torch.float32, absmax_offset=torch.float32)
+    parts = [(getattr(q, name), want) for name, want in dtypes.items()]
+    return all(t.device.type == "cpu" and t.is_contiguous() and t.dtype == want for t, want in parts)
 
 
 def _self_test(fn) -> str | None:
