@@ -3,7 +3,7 @@
     from course_utils import nf4_native
     nf4_native.status()      # 'native (cc -O3 -mssse3 ...)' or why not, e.g. 'off: no C compiler (cc) found'
 
-`course_utils.nf4.dequantize_nf4` calls `dequantize_blocks` when `available()`, else its own torch path. Both
+`course_utils.nf4.dequantize_nf4` goes through `call` when `usable()`, else through its own torch path. Both
 give the same bits: the kernel computes level * absmax in float32 exactly as torch does, and rounds to bfloat16
 the way torch does (nearest, ties to even). The library is built once per source/compiler/flags into
 .cache/native/ (inside the repo), checked against the torch path on a small tensor, and only then used.
@@ -31,6 +31,10 @@ OUT_DTYPES = (torch.float32, torch.bfloat16)  # float16 output takes the torch p
 _state: dict = {}  # "lib": the loaded function, or None; "why": a one-line status
 
 
+def _cc() -> str:
+    return os.environ.get("CC") or "cc"  # an empty CC (some shells export one) means the default
+
+
 def _flags(portable: bool = False) -> list[str]:
     # -ffp-contract=off: no fused multiply-add, so absmax = dmap * scale + offset rounds twice, as in torch.
     flags = ["-O3", "-shared", "-fPIC", "-ffp-contract=off"]
@@ -43,7 +47,7 @@ def _flags(portable: bool = False) -> list[str]:
 
 def build(portable: bool = False, cache_dir: Path | None = None) -> Path:
     """Compile the kernel (or reuse the cached build) and return the shared library's path. Raises on failure."""
-    cc = (os.environ.get("CC") or "cc")
+    cc = _cc()
     if shutil.which(cc) is None:
         raise RuntimeError(f"no C compiler ({cc}) found")
     flags = _flags(portable)
@@ -126,7 +130,7 @@ def available() -> bool:
             if problem:
                 _state["why"] = f"off: {problem}"
             else:
-                _state["lib"], _state["why"] = fn, f"native ({os.environ.get('CC') or 'cc'} {' '.join(_flags())})"
+                _state["lib"], _state["why"] = fn, f"native ({_cc()} {' '.join(_flags())})"
         except Exception as e:  # no compiler, read-only checkout, ...: the torch path still works
             _state["why"] = f"off: {e}"
     return _state["lib"] is not None
