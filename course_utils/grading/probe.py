@@ -1,0 +1,203 @@
+"""The integrity check the grader runs in the kernel after every cell, and how its answers are compared.
+
+It is evaluated through `user_expressions` of an empty, silent execute request: no input transformer sees it, no
+pre/post_run_cell hook fires for it. It reports what a submission would have to change to fake a passing test:
+IPython event hooks, input/AST transformers, custom exception handlers, trace/profile functions, sys hooks and
+import hooks, overrides of the shell's and kernel's execution methods, and the identity of every course function,
+of the builtins and of the torch functions the tests compare with. For the lab's graded names it also says
+whether the object is, subclasses, or calls into a reference module.
+
+A kernel is the student's process, so this cannot be proof against everything (the static screen, see
+screen.py, refuses the code that would be needed to fake it); it catches what the screen cannot see.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import secrets
+
+_SOURCE = r'''
+def _grader_probe(nonce, graded, references, off_limits):
+    import builtins, functools, json, sys, types
+    ip = __import__("IPython").get_ipython()
+
+    def ident(f):
+        f = getattr(f, "__func__", f)
+        return "%s:%s" % (getattr(f, "__module__", None) or type(f).__module__,
+                          getattr(f, "__qualname__", None) or type(f).__qualname__)
+
+    def table(obj, names=None):
+        out = {}
+        for k in (names or list(vars(obj))):
+            v = vars(obj).get(k) if isinstance(vars(obj), dict) else None
+            if v is None or k.startswith("__") and k not in ("__call__", "__eq__", "__init__"):
+                continue
+            if callable(v) or isinstance(v, (type, staticmethod, classmethod)):
+                out[k] = id(v)
+                code = getattr(getattr(v, "__func__", v), "__code__", None)
+                if code is not None:
+                    out[k + "#code"] = id(code)
+        return out
+
+    ids = {}
+    for name, mod in list(sys.modules.items()):
+        if mod is not None and (name == "course_utils" or name.startswith("course_utils.")):
+            for k, v in table(mod).items():
+                ids[name + "." + k] = v
+    for k, v in table(builtins, ["abs", "all", "any", "isinstance", "issubclass", "len", "sum", "min", "max",
+            "round", "float", "int", "bool", "str", "repr", "print", "tuple", "list", "dict", "set", "sorted",
+            "range", "zip", "map", "getattr", "hasattr", "setattr", "type", "super", "eval", "exec", "compile",
+            "__import__", "AssertionError", "Exception", "BaseException", "NameError", "ValueError",
+            "RuntimeError", "TypeError", "KeyError", "NotImplementedError", "object", "id", "iter", "next",
+            "enumerate", "callable", "isinstance", "open"]).items():
+        ids["builtins." + k] = v
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        for k, v in table(torch, ["allclose", "equal", "isclose", "is_tensor", "as_tensor", "tensor"]).items():
+            ids["torch." + k] = v
+        for k, v in table(torch.Tensor, ["__eq__", "allclose", "equal", "item", "tolist", "abs", "max", "sum",
+                                         "__bool__", "__float__", "__sub__", "__getitem__"]).items():
+            ids["torch.Tensor." + k] = v
+        for k, v in table(torch.nn.Module, ["__call__", "_call_impl", "parameters", "named_modules"]).items():
+            ids["torch.nn.Module." + k] = v
+    for cls in {type(ip), *type(ip).__mro__[:3], type(getattr(ip, "kernel", None))}:
+        for k in ("run_cell", "run_cell_async", "_run_cell", "transform_cell", "run_ast_nodes", "run_code",
+                  "user_expressions", "showtraceback", "_showtraceback", "do_execute", "execute_request",
+                  "send_response", "_publish_execute_input"):
+            v = vars(cls).get(k) if cls is not None else None
+            if v is not None:
+                ids["%s.%s" % (cls.__qualname__, k)] = id(v)
+    overrides = sorted(k for k in ("run_cell", "run_cell_async", "_run_cell", "transform_cell", "run_ast_nodes",
+                                   "run_code", "user_expressions", "showtraceback", "_showtraceback", "CustomTB")
+                       if k in vars(ip))
+    kernel = getattr(ip, "kernel", None)
+    if kernel is not None:
+        overrides += sorted("kernel." + k for k in ("do_execute", "execute_request", "send_response")
+                            if k in vars(kernel))
+
+    def reaches(obj, depth=0, seen=None):
+        seen = set() if seen is None else seen
+        if id(obj) in seen or depth > 3:
+            return None
+        seen.add(id(obj))
+        if isinstance(obj, functools.partial):
+            return reaches(obj.func, depth + 1, seen)
+        obj = getattr(obj, "__func__", obj)
+        mod = obj.__name__ if isinstance(obj, types.ModuleType) else (getattr(obj, "__module__", None) or "")
+        if isinstance(mod, str) and any(mod == r or mod.startswith(r + ".") for r in references):
+            if isinstance(obj, types.ModuleType):
+                return mod
+            qual = getattr(obj, "__qualname__", "") or ""
+            if qual.split(".")[0] in off_limits:
+                return "%s.%s" % (mod, qual)
+            return None
+        if mod != "__main__":  # a library's object: only the student's own code is followed further
+            return None
+        if isinstance(obj, type):
+            for base in obj.__mro__[1:]:
+                hit = reaches(base, depth + 1, seen)
+                if hit:
+                    return hit
+            for v in list(vars(obj).values()):
+                if isinstance(v, (types.FunctionType, staticmethod, classmethod, property)):
+                    hit = reaches(getattr(v, "fget", v), depth + 1, seen)
+                    if hit:
+                        return hit
+        elif isinstance(obj, types.FunctionType):
+            codes, names = [obj.__code__], set()
+            while codes:
+                c = codes.pop()
+                names.update(c.co_names)
+                codes += [k for k in c.co_consts if isinstance(k, types.CodeType)]
+            for n in names:
+                if n in obj.__globals__:
+                    hit = reaches(obj.__globals__[n], depth + 1, seen)
+                    if hit:
+                        return hit
+            for cell in obj.__closure__ or ():
+                try:
+                    hit = reaches(cell.cell_contents, depth + 1, seen)
+                except ValueError:
+                    continue
+                if hit:
+                    return hit
+        return None
+
+    ns = ip.user_ns
+    answers = {g: reaches(ns[g]) for g in graded if g in ns and callable(ns[g])}
+    report = {
+        "nonce": nonce,
+        "hooks": {ev: [ident(f) for f in cbs] for ev, cbs in ip.events.callbacks.items()},
+        "transformers": [ident(t) for t in list(ip.input_transformers_cleanup) + list(ip.input_transformers_post)
+                         + list(ip.ast_transformers)],
+        "custom_exc": repr(getattr(ip, "custom_exceptions", ())),
+        "tracing": [sys.gettrace() is not None, sys.getprofile() is not None],
+        "sys_hooks": [ident(sys.displayhook), ident(sys.excepthook), ident(sys.breakpointhook),
+                      [ident(type(f)) for f in sys.meta_path], [ident(f) for f in sys.path_hooks]],
+        "overrides": overrides,
+        "ids": ids,
+        "answers": answers,
+    }
+    return json.dumps(report)
+'''
+
+# Hooks a provided cell may legitimately register (plotting, widgets); a student cell may register none.
+TRUSTED_HOOK_MODULES = ("matplotlib_inline", "ipykernel", "IPython", "ipywidgets", "comm")
+
+
+def expression(graded=(), references=(), off_limits=()) -> tuple[str, str]:
+    """(nonce, expression) for Kernel.probe."""
+    nonce = secrets.token_hex(8)
+    expr = (f"(lambda g: (exec({_SOURCE!r}, g), g['_grader_probe']({nonce!r}, {list(graded)!r}, "
+            f"{list(references)!r}, {list(off_limits)!r}))[1])({{'__builtins__': __import__('builtins')}})")
+    return nonce, expr
+
+
+class Watch:
+    """Compares each probe report with what the kernel looked like before student code could change it."""
+
+    def __init__(self):
+        self.base: dict | None = None
+
+    def check(self, text: str | None, nonce: str, trusted: bool) -> list[str]:
+        """Findings (empty: nothing changed). `trusted`: the cell that just ran is ours (setup/provided/test)."""
+        try:
+            report = json.loads(ast.literal_eval(text))  # the text/plain repr of the JSON string
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            report = None
+        if not isinstance(report, dict) or report.get("nonce") != nonce:
+            return ["the kernel did not answer the grader's integrity check"]
+        if self.base is None:
+            self.base = report
+            return []
+        base, found = self.base, []
+        for ev, cbs in report["hooks"].items():
+            for cb in cbs:
+                if cb in base["hooks"].get(ev, []):
+                    continue
+                if trusted and cb.startswith(TRUSTED_HOOK_MODULES):
+                    base["hooks"].setdefault(ev, []).append(cb)
+                else:
+                    found.append(f"registered an IPython '{ev}' hook ({cb})")
+        if report["transformers"] != base["transformers"]:
+            found.append("added an input or AST transformer")
+        if report["sys_hooks"] != base["sys_hooks"]:
+            if trusted:  # libraries add import hooks when a provided cell first imports them
+                base["sys_hooks"] = report["sys_hooks"]
+            else:
+                found.append("replaced a sys hook (displayhook, excepthook or an import hook)")
+        for key, what in (("custom_exc", "installed a custom exception handler"),
+                          ("tracing", "installed a trace or profile function"),
+                          ("overrides", "overrode the shell's or kernel's execution methods")):
+            if report[key] != base[key]:
+                found.append(what)
+        changed = sorted(k for k, v in report["ids"].items() if k in base["ids"] and base["ids"][k] != v)
+        if changed:
+            shown = sorted({k.split("#")[0] for k in changed})
+            found.append(f"rebound {', '.join(shown[:5])}" + (" ..." if len(shown) > 5 else ""))
+        for k, v in report["ids"].items():
+            base["ids"].setdefault(k, v)
+        for name, ref in report["answers"].items():
+            if ref:
+                found.append(f"{name} uses {ref}, the reference it is graded against")
+        return found
