@@ -18,7 +18,7 @@ from pathlib import Path
 import nbformat
 
 from .labs import HIDDEN_BEGIN, HIDDEN_END, Lab
-from .screen import imports_of, screen
+from .screen import assigned_names, imports_of, screen
 
 ROLES = ("markdown", "setup", "provided", "answer", "test", "added")
 
@@ -100,6 +100,7 @@ class Assembly:
     flags: list[str] = field(default_factory=list)       # tampering found before running
     not_answered: dict = field(default_factory=dict)     # answer grade id -> why it was replaced by the stub
     graded_names: dict = field(default_factory=dict)     # answer grade id -> names its solution defines
+    protected: list = field(default_factory=list)        # names our cells import: the probe watches them
 
 
 def _clean(cell, nbgrader_meta=None, source=None):
@@ -133,6 +134,7 @@ def assemble(release, source, student, lab: Lab) -> Assembly:
     ours = [tests_src.get(grade_id(c), c).source for c, r in zip(release.cells, rel_roles) if r in
             ("setup", "provided", "test")]
     provided_imports = imports_of(ours)
+    provided_names = assigned_names(c.source for c, r in zip(release.cells, rel_roles) if r in ("setup", "provided"))
 
     # walk the submission: answers by grade id (last copy wins), everything else anchored to what it follows
     setup = rel_roles.index("setup") if "setup" in rel_roles else 0
@@ -172,7 +174,7 @@ def assemble(release, source, student, lab: Lab) -> Assembly:
         if cell.cell_type == "code" and cell.source.strip():
             added.setdefault(max(anchor, setup), []).append(cell)  # nothing of theirs runs before our setup
 
-    asm = Assembly(nbformat.v4.new_notebook(), [])
+    asm = Assembly(nbformat.v4.new_notebook(), [], protected=sorted(provided_imports))
     asm.nb.metadata = copy.deepcopy(release.metadata)
     code_no = {i: n for n, i in enumerate(i for i, c in enumerate(release.cells) if c.cell_type == "code")}
 
@@ -182,7 +184,7 @@ def assemble(release, source, student, lab: Lab) -> Assembly:
 
     def emit_added(i):
         for cell in added.get(i, []):
-            found = screen(cell.source, lab, provided_imports)
+            found = screen(cell.source, lab, provided_imports, provided_names, shadow_check=True)
             if found:
                 asm.notes.append(f"a cell you added was not run: it {found[0].message}")
                 if any(f.kind == "tamper" for f in found):
@@ -194,7 +196,7 @@ def assemble(release, source, student, lab: Lab) -> Assembly:
         if role == "answer":
             gid = grade_id(cell)
             src = student_answer.get(gid, (cell.source, None))[0]
-            found = screen(src, lab, provided_imports) if gid in student_answer else []
+            found = screen(src, lab, provided_imports, provided_names) if gid in student_answer else []
             tamper = [f for f in found if f.kind == "tamper"]
             if found:
                 asm.not_answered[gid] = found[0].message

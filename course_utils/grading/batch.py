@@ -32,20 +32,23 @@ def students_of(course: Course, labs=LABS, roster=()) -> list[str]:
     return sorted(names)
 
 
-def _lab_files(course: Course, lab: str) -> LabFiles:
-    paths = course.paths(lab)
+def _lab_files(course: Course, spec) -> LabFiles:
+    paths = course.paths(spec.name)
     for kind in ("release", "source"):
         if not paths[kind].exists():
-            raise GradingBroken(f"{lab}: no {paths[kind].relative_to(course.root)}; build and release it with "
+            raise GradingBroken(f"{spec.name}: no {paths[kind].relative_to(course.root)}; build and release it with "
                                 "`python scripts/build_labs.py`")
-    return LabFiles(lab_spec(lab), nbformat.read(str(paths["release"]), as_version=4),
+    return LabFiles(spec, nbformat.read(str(paths["release"]), as_version=4),
                     nbformat.read(str(paths["source"]), as_version=4))
 
 
 def autograde(course: Course, labs=LABS, students=None, roster=(), out=print, jobs: int = 1,
               sandboxed: bool = True) -> tuple[list[Result], list[str]]:
     """Grade every (lab, student); returns the results and the problems that mean the grading itself broke.
-    Raises sandbox.SandboxUnavailable when there is no sandbox and `sandboxed` (the safe default)."""
+    `labs`: names from LAB_TABLE, or Lab objects. Raises sandbox.SandboxUnavailable when there is no sandbox
+    and `sandboxed` (the safe default)."""
+    specs = [lab_spec(lab) for lab in labs]
+    labs = [spec.name for spec in specs]
     if sandboxed:
         sandbox.require()
     else:
@@ -61,13 +64,14 @@ def autograde(course: Course, labs=LABS, students=None, roster=(), out=print, jo
     if problem:
         problems.append(problem)
     work, files = [], {}
-    for lab in labs:
+    for spec in specs:
+        lab = spec.name
         if lab not in released:
             problems.append(f"{lab} is not in the gradebook: run `python -m course_utils.grading release` first")
             out(f"{lab}: NOT RELEASED (no tests in the gradebook) -- run `python -m course_utils.grading release`")
             continue
         try:
-            files[lab] = _lab_files(course, lab)
+            files[lab] = _lab_files(course, spec)
         except GradingBroken as e:
             problems.append(str(e))
             out(f"{lab}: {e}")

@@ -17,7 +17,7 @@ import json
 import secrets
 
 _SOURCE = r'''
-def _grader_probe(nonce, graded, references, off_limits):
+def _grader_probe(nonce, graded, references, off_limits, protected=()):
     import builtins, functools, json, sys, types
     ip = __import__("IPython").get_ipython()
 
@@ -67,6 +67,13 @@ def _grader_probe(nonce, graded, references, off_limits):
             v = vars(cls).get(k) if cls is not None else None
             if v is not None:
                 ids["%s.%s" % (cls.__qualname__, k)] = id(v)
+    for k in protected:  # what our cells imported into the notebook's namespace, and the modules among it
+        if k in ip.user_ns:
+            v = ip.user_ns[k]
+            ids["user." + k] = id(v)
+            if isinstance(v, types.ModuleType) and not v.__name__.split(".")[0] in ("torch", "course_utils"):
+                for a, i in table(v).items():
+                    ids["%s.%s" % (v.__name__, a)] = i
     overrides = sorted(k for k in ("run_cell", "run_cell_async", "_run_cell", "transform_cell", "run_ast_nodes",
                                    "run_code", "user_expressions", "showtraceback", "_showtraceback", "CustomTB")
                        if k in vars(ip))
@@ -91,6 +98,13 @@ def _grader_probe(nonce, graded, references, off_limits):
             if qual.split(".")[0] in off_limits:
                 return "%s.%s" % (mod, qual)
             return None
+        if isinstance(obj, (list, tuple, set, frozenset, dict)):
+            items = list(obj.values()) + list(obj) if isinstance(obj, dict) else list(obj)
+            for v in items[:100]:
+                hit = reaches(v, depth + 1, seen)
+                if hit:
+                    return hit
+            return None
         if mod != "__main__":  # a library's object: only the student's own code is followed further
             return None
         if isinstance(obj, type):
@@ -99,11 +113,14 @@ def _grader_probe(nonce, graded, references, off_limits):
                 if hit:
                     return hit
             for v in list(vars(obj).values()):
-                if isinstance(v, (types.FunctionType, staticmethod, classmethod, property)):
-                    hit = reaches(getattr(v, "fget", v), depth + 1, seen)
-                    if hit:
-                        return hit
+                hit = reaches(getattr(v, "fget", None) or getattr(v, "__func__", v), depth + 1, seen)
+                if hit:
+                    return hit
         elif isinstance(obj, types.FunctionType):
+            for v in list(obj.__defaults__ or ()) + list((obj.__kwdefaults__ or {}).values()):
+                hit = reaches(v, depth + 1, seen)
+                if hit:
+                    return hit
             codes, names = [obj.__code__], set()
             while codes:
                 c = codes.pop()
@@ -125,6 +142,10 @@ def _grader_probe(nonce, graded, references, off_limits):
 
     ns = ip.user_ns
     answers = {g: reaches(ns[g]) for g in graded if g in ns and callable(ns[g])}
+    tracker = sys.getprofile()
+    calls = sorted(getattr(tracker, "hits", ())) if getattr(tracker, "grader_nonce", None) == nonce else []
+    if tracker is not None and getattr(tracker, "grader_nonce", None) == nonce:
+        sys.setprofile(None)
     report = {
         "nonce": nonce,
         "hooks": {ev: [ident(f) for f in cbs] for ev, cbs in ip.events.callbacks.items()},
@@ -137,19 +158,71 @@ def _grader_probe(nonce, graded, references, off_limits):
         "overrides": overrides,
         "ids": ids,
         "answers": answers,
+        "calls": calls,
     }
     return json.dumps(report)
+
+
+def _grader_arm(nonce, graded, references, off_limits, mode):
+    """While the next cell runs, note every call of an off-limits reference function that the student's code
+    makes, however it found the function. mode "cell" (an answer or added cell): any call whose caller is not
+    course code. mode "test": any call made while one of the student's graded functions is on the stack."""
+    import sys, types
+    ip = __import__("IPython").get_ipython()
+    codes, todo = set(), [ip.user_ns[g] for g in graded if g in ip.user_ns]
+    while todo:
+        obj = todo.pop()
+        obj = getattr(obj, "__func__", obj)
+        if isinstance(obj, type) and obj.__module__ == "__main__":
+            todo += list(vars(obj).values())
+        elif isinstance(obj, types.FunctionType) and obj.__module__ == "__main__":
+            stack = [obj.__code__]
+            while stack:
+                c = stack.pop()
+                codes.add(c)
+                stack += [k for k in c.co_consts if isinstance(k, types.CodeType)]
+    mods = [(n, m) for n, m in list(sys.modules.items()) if m is not None and n.split(".")[0] == "course_utils"]
+    course_files = {getattr(m, "__file__", None) for n, m in mods} - {None}
+    files = {getattr(m, "__file__", None) for n, m in mods
+             if any(n == r or n.startswith(r + ".") for r in references)} - {None}
+
+    def tracker(frame, event, arg):
+        if event != "call" or frame.f_code.co_filename not in files:
+            return
+        if frame.f_code.co_qualname.split(".")[0] not in off_limits:
+            return
+        f = frame.f_back
+        if mode == "cell":
+            if f is not None and f.f_code.co_filename not in course_files:
+                tracker.hits.add(frame.f_code.co_qualname)
+            return
+        for _ in range(30):
+            if f is None:
+                return
+            if f.f_code in codes:
+                tracker.hits.add(frame.f_code.co_qualname)
+                return
+            f = f.f_back
+
+    tracker.hits, tracker.grader_nonce = set(), nonce
+    if files and (codes or mode == "cell"):
+        sys.setprofile(tracker)
+    return nonce
 '''
 
 # Hooks a provided cell may legitimately register (plotting, widgets); a student cell may register none.
 TRUSTED_HOOK_MODULES = ("matplotlib_inline", "ipykernel", "IPython", "ipywidgets", "comm")
 
 
-def expression(graded=(), references=(), off_limits=()) -> tuple[str, str]:
-    """(nonce, expression) for Kernel.probe."""
-    nonce = secrets.token_hex(8)
-    expr = (f"(lambda g: (exec({_SOURCE!r}, g), g['_grader_probe']({nonce!r}, {list(graded)!r}, "
-            f"{list(references)!r}, {list(off_limits)!r}))[1])({{'__builtins__': __import__('builtins')}})")
+def expression(graded=(), references=(), off_limits=(), nonce=None, arm=None, protected=()) -> tuple[str, str]:
+    """(nonce, expression) for Kernel.probe: the report, or with `arm` ("cell" or "test") the call tracker for the
+    next cell (the report that follows it must use the same nonce)."""
+    nonce = nonce or secrets.token_hex(8)
+    call = (f"g['_grader_arm']({nonce!r}, {list(graded)!r}, {list(references)!r}, {list(off_limits)!r}, {arm!r})"
+            if arm else
+            f"g['_grader_probe']({nonce!r}, {list(graded)!r}, {list(references)!r}, {list(off_limits)!r}, "
+            f"{list(protected)!r})")
+    expr = f"(lambda g: (exec({_SOURCE!r}, g), {call})[1])({{'__builtins__': __import__('builtins')}})"
     return nonce, expr
 
 
@@ -200,4 +273,6 @@ class Watch:
         for name, ref in report["answers"].items():
             if ref:
                 found.append(f"{name} uses {ref}, the reference it is graded against")
+        for ref in report.get("calls", []):
+            found.append(f"the student's code called {ref}, the reference it is graded against, during a test")
         return found

@@ -58,7 +58,7 @@ def grade_submission(course, files: LabFiles, student: str, slot: int = 0, sandb
     else:
         student_nb = nbformat.read(str(path), as_version=4)
         asm = assemble(files.release, files.source, student_nb, lab)
-        g = execute(asm, lab, course.limits_for(lab.name), slot, sandboxed)
+        g = execute(asm, lab, course.limits_for(lab), slot, sandboxed)
         g.student = student
     points = {grade_id(c): float(c.metadata.nbgrader.get("points", 0)) for c in files.release.cells
               if c.metadata.get("nbgrader", {}).get("grade")}
@@ -83,12 +83,12 @@ def execute(asm: Assembly, lab: Lab, limits: Limits, slot: int = 0, sandboxed: b
     reasons, flags = list(asm.notes), list(asm.flags)
     graded_names = sorted({n for names in asm.graded_names.values() for n in names})
     box = Sandbox(limits, slot=slot) if sandboxed else _Unsandboxed(limits)
-    start = time.monotonic()
     tampered_at, stopped = None, None
     try:
         with Kernel(box, limits, sys.executable) as k:
+            start = time.monotonic()  # the notebook's clock starts when its kernel is ready
             watch = probe.Watch()
-            nonce, expr = probe.expression(graded_names, lab.reference, lab.off_limits)
+            nonce, expr = probe.expression(graded_names, lab.reference, lab.off_limits, protected=asm.protected)
             watch.check(k.probe(expr), nonce, trusted=True)
             for idx, (cell, role) in enumerate(zip(nb.cells, asm.roles)):
                 if cell.cell_type != "code":
@@ -102,6 +102,12 @@ def execute(asm: Assembly, lab: Lab, limits: Limits, slot: int = 0, sandboxed: b
                     log.append(f"{where}: not run")
                     continue
                 timeout = min(limits.cell_timeout, left)
+                nonce = None
+                if role in ("test", "answer", "added") and lab.reference and k.alive():
+                    # watch for calls of the reference made by the student's code while this cell runs
+                    nonce, arm = probe.expression(graded_names, lab.reference, lab.off_limits,
+                                                  arm="test" if role == "test" else "cell")
+                    k.probe(arm)
                 run = k.run(cell.source, timeout)
                 cell.outputs = [nbformat.from_dict(o) for o in run.outputs]
                 cell.execution_count = run.execution_count
@@ -127,7 +133,8 @@ def execute(asm: Assembly, lab: Lab, limits: Limits, slot: int = 0, sandboxed: b
                 elif run.ename == "SystemExit":
                     reasons.append(f"{where} called sys.exit()")
                 if k.alive():
-                    nonce, expr = probe.expression(graded_names, lab.reference, lab.off_limits)
+                    nonce, expr = probe.expression(graded_names, lab.reference, lab.off_limits, nonce=nonce,
+                                                   protected=asm.protected)
                     found = watch.check(k.probe(expr), nonce, trusted=role in ("setup", "provided", "test"))
                     if found and tampered_at is None:
                         tampered_at = idx

@@ -1,6 +1,6 @@
 """Read the code a student wrote (answer cells, cells they added) before it runs, and refuse what games the grade.
 
-Two kinds of finding:
+Three kinds of finding:
 - "reference": the answer uses the course module it is graded against (`from course_utils.memory import
   full_finetune_bytes`, `import course_utils.lora`, a name a provided cell imported from it). That answer is
   scored as not answered.
@@ -8,6 +8,7 @@ Two kinds of finding:
   hooks and transformers, tracing and frames, the builtins, dynamic code (exec/eval/compile/__import__),
   monkeypatching a module or a course function, magic methods that make any comparison succeed, threads,
   signals and finalizers that run code while a test runs. That answer is not run and the submission is flagged.
+- "shadow": a cell the student added rebinds what a provided cell computed (`measured = predicted`): not run.
 
 What is not refused here is contained by the sandbox (files, processes, network) or seen by the probe after each
 cell (probe.py). Honest answers to the labs need none of this; the lab text says so.
@@ -21,20 +22,20 @@ from dataclasses import dataclass
 from .labs import Lab
 
 BANNED_NAMES = {"get_ipython", "__builtins__", "__builtin__", "__import__", "exec", "eval", "compile", "globals",
-                "locals", "vars", "breakpoint", "In", "Out", "_ih", "_oh", "_dh", "exit", "quit", "__loader__",
-                "__spec__"}
+                "locals", "vars", "breakpoint", "In", "Out", "_ih", "_oh", "_dh", "_i", "_ii", "_iii", "exit", "quit",
+                "__loader__", "__spec__"}
 BANNED_MODULES = {"IPython", "ipykernel", "jupyter_client", "jupyter_core", "zmq", "traitlets", "comm", "builtins",
                   "importlib", "ctypes", "cffi", "gc", "inspect", "threading", "_thread", "multiprocessing",
                   "concurrent", "asyncio", "signal", "weakref", "linecache", "traceback", "code", "codeop",
                   "runpy", "pickle", "marshal", "dill", "dis", "faulthandler", "atexit", "nbformat", "nbgrader",
-                  "nbclient", "debugpy", "pdb", "sys.monitoring"}
+                  "nbclient", "debugpy", "pdb", "sys.monitoring", "pkgutil", "pydoc", "unittest", "imp", "zipimport"}
 BANNED_ATTRS = {"events", "input_transformers_cleanup", "input_transformers_post", "ast_transformers",
                 "set_custom_exc", "CustomTB", "custom_exceptions", "showtraceback", "_showtraceback", "run_cell",
                 "run_cell_async", "transform_cell", "user_expressions", "user_ns", "user_global_ns", "do_execute",
                 "displayhook", "excepthook", "breakpointhook", "display_pub", "settrace", "setprofile", "_getframe",
                 "_current_frames", "f_globals", "f_locals", "f_back", "f_builtins", "f_code", "tb_frame",
                 "gi_frame", "cr_frame", "ag_frame", "meta_path", "path_hooks", "path_importer_cache",
-                "addaudithook", "_ip", "monitoring"}
+                "addaudithook", "_ip", "monitoring", "get_ipython", "attrgetter", "methodcaller", "import_module", "resolve_name"}
 ALLOWED_DUNDER_ATTRS = {"__init__", "__name__", "__doc__", "__qualname__", "__version__"}
 # magic methods that let an object answer any comparison, conversion or attribute lookup the tests make
 BANNED_DEFS = {f"__{n}__" for n in (
@@ -86,24 +87,41 @@ def _parse(source: str):
         return None
 
 
-def screen(source: str, lab: Lab, provided_imports: dict[str, str]) -> list[Finding]:
-    """Findings for one student cell, most important first; empty when the cell may run as written."""
+def assigned_names(sources) -> set[str]:
+    """Names our own cells (setup, provided) assign at their top level: what a test may compare with."""
+    out = set()
+    for src in sources:
+        tree = _parse(src)
+        for node in tree.body if tree else ():
+            if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.For, ast.With)):
+                out |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    return out
+
+
+def screen(source: str, lab: Lab, provided_imports: dict[str, str], provided_names=frozenset(),
+           shadow_check: bool = False) -> list[Finding]:
+    """Findings for one student cell, most important first; empty when the cell may run as written.
+    `provided_names`: variables our cells compute; a `global` of one is tampering, and with `shadow_check` (cells
+    the student added) so is rebinding one at the top level."""
     tree = _parse(source)
     if tree is None:
         return []
-    v = _Visitor(lab, provided_imports)
+    v = _Visitor(lab, provided_imports, set(provided_names), shadow_check)
     v.visit(tree)
     refs = [Finding("reference", m) for m in dict.fromkeys(v.reference)]
-    return refs + [Finding("tamper", m) for m in dict.fromkeys(v.tamper)]
+    return refs + [Finding("tamper", m) for m in dict.fromkeys(v.tamper)] + \
+        [Finding("shadow", m) for m in dict.fromkeys(v.shadow)]
 
 
 class _Visitor(ast.NodeVisitor):
-    def __init__(self, lab: Lab, provided: dict[str, str]):
+    def __init__(self, lab: Lab, provided: dict[str, str], provided_names: set, shadow_check: bool):
         self.lab, self.provided = lab, provided
+        self.provided_names, self.shadow_check, self.shadow = provided_names, shadow_check, []
         self.aliases = {k: v for k, v in provided.items()}   # name -> import path, ours and the student's
         self.reference: list[str] = []
         self.tamper: list[str] = []
         self.depth = 0                                       # 0: top level of the cell
+        self.called: set[int] = set()                        # ids of nodes used as the function of a call
 
     # -- helpers
     def _is_reference(self, path: str) -> bool:
@@ -124,6 +142,8 @@ class _Visitor(ast.NodeVisitor):
     def _rebinds(self, name: str, line: int, path: str | None = None) -> None:
         if self.depth:
             return
+        if self.shadow_check and name in self.provided_names:
+            self.shadow.append(f"rebinds {name} (line {line}), which a provided cell computes")
         if name in self.provided and path != self.provided[name]:
             self.tamper.append(f"rebinds {name} (line {line}), which the notebook's tests rely on")
         elif name in CHECKING_BUILTINS and hasattr(builtins, name):
@@ -163,6 +183,10 @@ class _Visitor(ast.NodeVisitor):
 
     # -- names and attributes
     def visit_Name(self, node):
+        if node.id.startswith("_i") and node.id[2:].isdigit():  # IPython's input history: _i1, _i2, ...
+            self.tamper.append(f"reads {node.id}, the source of an earlier cell")
+        if node.id in ("getattr", "setattr", "delattr") and id(node) not in self.called:
+            self.tamper.append(f"passes {node.id} around instead of calling it (line {node.lineno})")
         if node.id in BANNED_NAMES:
             self.tamper.append(f"uses {node.id}, which reaches the kernel or runs hidden code")
         if isinstance(node.ctx, ast.Load) and node.id in self.provided:
@@ -194,7 +218,13 @@ class _Visitor(ast.NodeVisitor):
 
     def visit_Call(self, node):
         f = node.func
+        self.called.add(id(f))
         fname = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+        if fname in ("getattr", "hasattr", "setattr", "delattr") and len(node.args) > 1 and \
+                not isinstance(node.args[1], ast.Constant):
+            root = self._root(node.args[0])
+            if isinstance(root, ast.Name) and self.aliases.get(root.id, "").startswith("course_utils"):
+                self.tamper.append(f"looks up a name of {root.id} that it computes (line {node.lineno})")
         if fname in ("setattr", "delattr") and node.args:
             root = self._root(node.args[0])
             if isinstance(root, ast.Name) and root.id in self.aliases:
@@ -248,6 +278,9 @@ class _Visitor(ast.NodeVisitor):
 
     def visit_Global(self, node):
         for name in node.names:
+            if name in self.provided_names:
+                self.tamper.append(f"declares `global {name}` (line {node.lineno}): {name} is computed by a "
+                                   "provided cell and read by a test")
             depth, self.depth = self.depth, 0
             if name in self.provided or name in CHECKING_BUILTINS:
                 self._rebinds(name, node.lineno)
