@@ -55,14 +55,14 @@ def collect() -> tuple[list[tuple[str, str]], list[str]]:
         rows.append(("bitsandbytes backend", ", ".join(f"{k}={v}" for k, v in st.items())))
     except ImportError:
         rows.append(("bitsandbytes backend", "guard not installed"))
-    from . import nf4_native
+    from .. import nf4_native
 
     rows.append(("NF4 dequantize", nf4_native.status()))  # no compiler is fine: the torch path is just slower
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     rows.append(("hub", "offline (HF_HUB_OFFLINE=1)" if offline else "ONLINE (COURSE_ONLINE=1)"))
 
     from .manifest import verify_manifest
-    from .models import COURSE_MODEL_ENV, resolve_model_source, timed_load
+    from ..models import COURSE_MODEL_ENV, resolve_model_source, timed_load
 
     bad = verify_manifest()
     rows.append(("course model checksum", "ok" if not bad else f"{len(bad)} problem(s)"))
