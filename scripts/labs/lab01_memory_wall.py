@@ -318,6 +318,8 @@ CELLS = [
         ### END SOLUTION
     '''),
     tests("qlora_bytes_tests", 2, '''
+    from course_utils.memory import explain_mismatch
+
     _parts = qlora_bytes(6.74e9, 0.26e9, 40_000_000)
     _weights = 6.74e9 * nf4_bits_per_param() / 8 + 0.26e9 * 2 + 40_000_000 * 4
     assert abs(_parts["weights"] - _weights) < 1e3, (
@@ -325,8 +327,6 @@ CELLS = [
         f"{nf4_bits_per_param() / 8:.4f} bytes, the unquantized rest at 2 bytes, adapters at 4")
     assert _parts["total"] / 1024**3 < 6, "a 7B QLoRA fine-tune fits in ~5 GiB before activations"
     ''', '''
-    from course_utils.memory import explain_mismatch
-
     for _args, _want in _cases:
         _problem = explain_mismatch(dict(qlora_bytes(*_args)), _want, tol_bytes=2, n_params=_args[0])
         assert not _problem, f"qlora_bytes{_args}: {_problem}. Pass blocksize and double_quant on to nf4_bits_per_param."
