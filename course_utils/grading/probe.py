@@ -210,8 +210,10 @@ def _grader_arm(nonce, graded, references, off_limits, mode):
     return nonce
 '''
 
-# Hooks a provided cell may legitimately register (plotting, widgets); a student cell may register none.
-TRUSTED_HOOK_MODULES = ("matplotlib_inline", "ipykernel", "IPython", "ipywidgets", "comm")
+# Hooks our own cells may leave behind (plotting, widgets), and the one a library registers when a student's
+# cell imports it (pyplot redraws figures after each cell); a student's cell may register no other.
+TRUSTED_HOOK_MODULES = ("matplotlib", "ipykernel", "IPython", "ipywidgets", "comm")
+LIBRARY_HOOK_MODULES = ("matplotlib.", "matplotlib_inline.")
 
 
 def expression(graded=(), references=(), off_limits=(), nonce=None, arm=None, protected=()) -> tuple[str, str]:
@@ -248,7 +250,7 @@ class Watch:
             for cb in cbs:
                 if cb in base["hooks"].get(ev, []):
                     continue
-                if trusted and cb.startswith(TRUSTED_HOOK_MODULES):
+                if cb.startswith(LIBRARY_HOOK_MODULES) or trusted and cb.startswith(TRUSTED_HOOK_MODULES):
                     base["hooks"].setdefault(ev, []).append(cb)
                 else:
                     found.append(f"registered an IPython '{ev}' hook ({cb})")

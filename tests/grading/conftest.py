@@ -178,6 +178,19 @@ def _grade(root: Path) -> Batch:
 
 
 @pytest.fixture(scope="session")
+def toy_course(tmp_path_factory):
+    """A course with only the red-team lab, released once: for tests that grade a few notebooks of their own
+    (each test uses its own student names). Creating a gradebook runs nbgrader's migrations: seconds each."""
+    require_sandbox()
+    saved = dict(os.environ)
+    try:
+        yield make_course(tmp_path_factory.mktemp("toy"), labs=())
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
 def feedback_pages(batch):
     ok = G.feedback(batch.course, [*G.LABS, redteam_lab.NAME], out=lambda *_: None)
     return ok, sorted(batch.course.feedback.glob("*/*/*.html"))

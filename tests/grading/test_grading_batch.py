@@ -3,7 +3,7 @@ grading equal to sequential, and gradebook errors that cost one student, never t
 from __future__ import annotations
 
 import pytest
-from conftest import ABSENT, TIMEOUT, TOY_HONEST, make_course, require_sandbox, toy_notebook
+from conftest import ABSENT, TOY_HONEST, toy_notebook
 from submissions import LAB1, LAB2, Course as Builder, real_lab_submissions, write
 
 import redteam_lab
@@ -79,47 +79,46 @@ def test_gradebook_has_a_row_for_every_student(batch):
             assert float(gb.find_submission(lab, student).score) == r.score, (lab, student)
 
 
-def test_jobs_do_not_change_results(tmp_path_factory):
+def test_jobs_do_not_change_results(toy_course):
     """The same submissions graded one at a time and two at a time: identical scores, statuses and reasons."""
-    require_sandbox()
+    import hostile
+
+    root, builder, students = toy_course.root, Builder(toy_course.root), []
+    for student in ("t01_full", "t02_blank"):
+        write(root, f"jobs_{student}", RT, lambda k=TOY_HONEST[student]: toy_notebook(builder, k))
+        students.append(f"jobs_{student}")
+    for attack in hostile.ATTACKS:
+        if attack.student in ("r04_hook_evasive", "r14_rebind_evasive", "r15_edit_provided", "r08_ref_dynamic"):
+            write(root, f"jobs_{attack.student}", RT, lambda a=attack: a.build(builder, root))
+            students.append(f"jobs_{attack.student}")
     outcomes = []
     for jobs in (1, 2):
-        root = tmp_path_factory.mktemp(f"jobs{jobs}")
-        course = make_course(root, labs=(), timeout=TIMEOUT)
-        builder = Builder(root)
-        for student, kind in TOY_HONEST.items():
-            write(root, student, RT, lambda k=kind: toy_notebook(builder, k))
-        import hostile
-
-        for attack in hostile.ATTACKS:
-            if attack.student in ("r04_hook_evasive", "r14_rebind_evasive", "r29_sigint"):
-                write(root, attack.student, RT, lambda a=attack: a.build(builder, root))
-        results, problems = G.autograde(course, [redteam_lab.SPEC], out=lambda *_: None, jobs=jobs)
+        results, problems = G.autograde(toy_course, [redteam_lab.SPEC], students=students, out=lambda *_: None,
+                                        jobs=jobs)
         assert problems == []
         outcomes.append({(r.student, r.status, r.score, r.reason) for r in results})
     assert outcomes[0] == outcomes[1]
 
 
-def test_a_gradebook_error_costs_one_student_not_the_batch(tmp_path, monkeypatch, capsys):
+def test_a_gradebook_error_costs_one_student_not_the_batch(toy_course, monkeypatch, capsys):
     """The database refuses one student's scores (as a locked or corrupt gradebook would): that student gets an
     `error` row and the exit status says so; everyone else is graded. No kernel runs: the notebooks are broken."""
-    require_sandbox()
-    course = make_course(tmp_path, labs=(), timeout=TIMEOUT)
-    for student in ("a", "b", "c"):
+    course = toy_course
+    for student in ("db_a", "db_b", "db_c"):
         write(course.root, student, RT, "{ broken")
     real = gradebook.record
 
     def flaky(course_, lab, student, scores, flagged):
-        if student == "b":
+        if student == "db_b":
             from sqlalchemy.exc import OperationalError
 
             raise OperationalError("UPDATE grade", {}, Exception("database is locked"))
         return real(course_, lab, student, scores, flagged)
 
     monkeypatch.setattr(gradebook, "record", flaky)
-    results, problems = batch_module.autograde(course, [redteam_lab.SPEC], out=print)
+    results, problems = batch_module.autograde(course, [redteam_lab.SPEC], students=["db_a", "db_b", "db_c"], out=print)
     out = capsys.readouterr().out
     by = {r.student: r for r in results}
-    assert by["b"].status == "error" and "database is locked" in by["b"].reason
-    assert by["a"].status == by["c"].status == "invalid"
-    assert len(problems) == 1 and "b" in problems[0] and "GRADING PROBLEM" in out and "TOTAL:" in out
+    assert by["db_b"].status == "error" and "database is locked" in by["db_b"].reason
+    assert by["db_a"].status == by["db_c"].status == "invalid"
+    assert len(problems) == 1 and "db_b" in problems[0] and "GRADING PROBLEM" in out and "TOTAL:" in out

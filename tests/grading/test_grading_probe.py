@@ -79,3 +79,9 @@ def test_the_probe_expression_is_one_python_expression():
         nonce, expr = probe.expression(["f"], ["course_utils.lora"], ["LoRALinear"], arm=arm, protected=["x"])
         compile(expr, "<probe>", "eval")
         assert nonce in expr
+
+
+def test_a_student_cell_may_import_pyplot():
+    """pyplot registers its own redraw hook when imported: that is not the student tampering."""
+    report = changed(hooks={"pre_run_cell": [], "post_execute": ["matplotlib.pyplot:_draw_all_if_interactive"]})
+    assert watch().check(text(report), "n1", trusted=False) == []
