@@ -112,9 +112,9 @@ def with_run_first_guards(cells):
     for kind, source, meta in cells:
         if kind == "markdown":
             m = re.search(r"\*\*Task (\d+(?:\.\d+)*)\.?\*\*", source)
-            task = m.group(1) if m else task
             h = re.search(r"^## (\d+)\.", source, re.M)
             section = h.group(1) if h else section
+            task = m.group(1) if m else None if h else task  # a new section without a task has none
         elif "nbgrader" in meta and meta["nbgrader"].get("grade"):
             visible = source.split("### BEGIN HIDDEN TESTS")[0]
             where = {n: defined[n] for n in _uses(visible) if n in defined}
@@ -128,7 +128,8 @@ def with_run_first_guards(cells):
             if first_code:
                 label = "the first code cell (imports)"
             elif "nbgrader" in meta:
-                label = f"your answer to Task {task}" if task else "the answer cell above"
+                label = (f"your answer to Task {task}" if task else f"your answer in section {section}" if section
+                         else "the answer cell above")
             else:
                 label = f"the code cells of section {section}" if section else "the code cells above"
             for name in _defines(source.replace("### BEGIN SOLUTION", "").replace("### END SOLUTION", "")):
