@@ -59,27 +59,47 @@ def _namespace() -> dict:
     return ns
 
 
+def _exact(fn):
+    """Run the reference in float64 on one thread: the literals it produces must not depend on the machine that
+    builds the lab (tests/test_labs.py rebuilds them and compares the sources)."""
+    def run(*args, **kwargs):
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+    return run
+
+
+def _double(layer, x):
+    return layer.double(), x.double()
+
+
+@_exact
 def lora_forward(i, o, r, alpha, seed) -> list:
     ns = _namespace()
-    layer, x = ns["_case"](_ref_make, i, o, r, alpha, seed)
+    layer, x = _double(*ns["_case"](_ref_make, i, o, r, alpha, seed))
     layer.eval()
     with torch.no_grad():
         return ns["_fp"](layer(x))
 
 
+@_exact
 def lora_dropout(i, o, r, alpha, seed) -> list:
     """Train-mode output with dropout=0.5 and the RNG seeded right before the forward."""
     ns = _namespace()
-    layer, x = ns["_case"](_ref_make, i, o, r, alpha, seed, dropout=0.5)
+    layer, x = _double(*ns["_case"](_ref_make, i, o, r, alpha, seed, dropout=0.5))
     layer.train()
     torch.manual_seed(seed + 2)
     with torch.no_grad():
         return ns["_fp"](layer(x))
 
 
+@_exact
 def lora_merge(i, o, r, alpha, seed) -> dict:
     ns = _namespace()
-    layer, x = ns["_case"](_ref_make, i, o, r, alpha, seed)
+    layer, x = _double(*ns["_case"](_ref_make, i, o, r, alpha, seed))
     layer.eval()
     with torch.no_grad():
         out = {"delta_weight": ns["_fp"](layer.delta_weight()), "forward": ns["_fp"](layer(x))}
@@ -88,6 +108,7 @@ def lora_merge(i, o, r, alpha, seed) -> dict:
     return out
 
 
+@_exact
 def lora_model(targets, r, alpha, seed) -> dict:
     """The course model with LoRA on `targets`, A and B drawn in sorted-name order: names, trainable, logits."""
     from course_utils.lora import add_lora, count_parameters
@@ -103,7 +124,7 @@ def lora_model(targets, r, alpha, seed) -> dict:
             m = model.get_submodule(n)
             m.A.copy_(torch.randn(m.A.shape, generator=g) * 0.05)
             m.B.copy_(torch.randn(m.B.shape, generator=g) * 0.05)
-        model.eval()
+        model.double().eval()
         probe = tokenizer(["dear emma, today the cat ate my pear"], return_tensors="pt").input_ids
         logits = model(probe).logits
     return {"names": names, "trainable": count_parameters(model)[0], "logits": ns["_fp"](logits)}

@@ -1,8 +1,8 @@
 """One graded batch for all grading tests: the real labs and the red-team lab in a temporary course, every
 honest, blank, broken and hostile submission, graded once with `--jobs 2` (each submission in its own sandbox).
 
-Adding a lab to the batch: list it in course_utils.grading.LAB_TABLE (the batch grades every lab there) and give
-it honest/blank/partial builders in submissions.py if its answers need more than the solution.
+Adding a lab to the batch is its line in course_utils.grading.LAB_TABLE: the batch grades every lab there with a
+full and a blank submission (name some of its answers in submissions.PARTIAL for a partial one too).
 """
 from __future__ import annotations
 

@@ -84,12 +84,14 @@ def honest(course, lab):
 
 
 def real_lab_submissions(course: Course) -> dict:
-    """student -> {lab: notebook builder | text | None (no notebook)}"""
+    """student -> {lab: notebook builder | text | None (no notebook)}. Every lab of LAB_TABLE gets a full and a
+    blank submission (a new lab joins the batch by its line in LAB_TABLE), and a partial one if PARTIAL names it."""
+    from course_utils.grading import LABS
+
     return {
-        "s01_full": {LAB1: honest(course, LAB1), LAB2: honest(course, LAB2)},
-        "s02_blank": {LAB1: lambda: course.student_copy(LAB1, set()), LAB2: lambda: course.student_copy(LAB2, set())},
-        "s03_partial": {LAB1: lambda: course.student_copy(LAB1, PARTIAL[LAB1]),
-                        LAB2: lambda: course.student_copy(LAB2, PARTIAL[LAB2])},
+        "s01_full": {lab: honest(course, lab) for lab in LABS},
+        "s02_blank": {lab: (lambda lab=lab: course.student_copy(lab, set())) for lab in LABS},
+        "s03_partial": {lab: (lambda lab=lab: course.student_copy(lab, PARTIAL[lab])) for lab in PARTIAL},
         "s04_messy": {LAB1: lambda: messy(course)},
         "s05_dead": {LAB2: lambda: course.with_answer(LAB2, "inject_lora", "import os\nos._exit(1)")},
         "s06_broken": {LAB1: "{ this is not json", LAB2: None},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import ABSENT, TOY_HONEST, toy_notebook
-from submissions import LAB1, LAB2, Course as Builder, real_lab_submissions, write
+from submissions import LAB1, LAB2, PARTIAL, Course as Builder, real_lab_submissions, write
 
 import redteam_lab
 from course_utils import grading as G
@@ -23,14 +23,14 @@ def test_solution_scores_full_marks(batch):
 
 
 def test_untouched_notebook_scores_zero(batch):
-    for lab, student in [(LAB1, "s02_blank"), (LAB2, "s02_blank"), (RT, "t02_blank")]:
+    for lab, student in [*[(lab, "s02_blank") for lab in G.LABS], (RT, "t02_blank")]:
         r = batch.result(lab, student)
         assert r.status == "graded" and r.score == 0, r
         assert "failed:" in r.reason
 
 
 def test_partly_correct_scores_in_between(batch):
-    for lab in G.LABS:
+    for lab in PARTIAL:
         r = batch.result(lab, "s03_partial")
         assert 0 < r.score < r.max_score, r
 
