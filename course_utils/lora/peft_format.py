@@ -60,6 +60,16 @@ def pattern_value(patterns: dict, module: str, default):
     return default
 
 
+def alphas(cfg: dict, ranks: dict[str, int], where) -> dict[str, float]:
+    """{module: alpha} from lora_alpha and alpha_pattern, after checking each saved rank against r / rank_pattern."""
+    for module, r in ranks.items():
+        want = pattern_value(cfg["rank_pattern"], module, cfg["r"])
+        if want != r:
+            raise ValueError(f"{where}: the saved A of '{module}' has rank {r}, but the config says {want}. Fix: the "
+                             "two files come from different saves; copy both from the same one.")
+    return {module: pattern_value(cfg["alpha_pattern"], module, cfg["lora_alpha"]) for module in ranks}
+
+
 def minimal_targets(adapted: list[str], all_names: list[str]) -> list[str]:
     """target_modules for a config: the last name parts, if PEFT's suffix rule then picks exactly `adapted`."""
     suffixes = sorted({n.rpartition(".")[2] for n in adapted})

@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from ..surgery import is_linear_like, replace_module
 from . import peft_format
+from .adapters import validate
 from .inject import lora_layers, set_adapter
 from .layer import LoRALinear
 
@@ -93,42 +94,38 @@ def load_adapter(model: nn.Module, path: str | os.PathLike, adapter_name: str = 
     The adapted layers, and each one's rank, come from the saved tensors; alpha, rsLoRA, dropout and PEFT's per-layer
     rank_pattern / alpha_pattern from the config. Loading into an adapter that exists replaces its weights (the
     settings must agree). Unlike PEFT's load_adapter, the loaded adapter becomes the active one: loading is for using.
+    Everything is checked before the model changes, so a refused file leaves it as it was.
     """
     if str(path).endswith(".safetensors") and Path(path).is_file():
-        settings, layers = _read_single_file(path)
-        alpha_of = lambda module, r: settings["alpha"]  # noqa: E731
+        layers, alphas, dropout, use_rslora = _read_single_file(path)
     else:
         cfg, layers = peft_format.read(path)
-        settings = dict(dropout=cfg["lora_dropout"], use_rslora=cfg["use_rslora"])
-
-        def alpha_of(module, r):
-            if peft_format.pattern_value(cfg["rank_pattern"], module, cfg["r"]) != r:
-                raise ValueError(f"{path}: the saved A of '{module}' has rank {r}, but the config says "
-                                 f"{peft_format.pattern_value(cfg['rank_pattern'], module, cfg['r'])}. Fix: the two "
-                                 "files come from different saves; copy both from the same one.")
-            return peft_format.pattern_value(cfg["alpha_pattern"], module, cfg["lora_alpha"])
-    plan = _plan(model, layers, adapter_name, path)
-    specs = {n: (A.shape[0], alpha_of(n, A.shape[0])) for n, (_, A, _) in plan.items()}
+        alphas = peft_format.alphas(cfg, {n: ab["A"].shape[0] for n, ab in layers.items()}, path)
+        dropout, use_rslora = cfg["lora_dropout"], cfg["use_rslora"]
+    modules = _targets(model, layers, path)
+    for n, ab in layers.items():
+        validate(ab["A"].shape[0], alphas[n], dropout, "default")
     if any(adapter_name in layer.specs for _, layer in lora_layers(model)):
-        _check_same_adapter(model, adapter_name, specs, settings["use_rslora"], path)
+        _check_same_adapter(model, adapter_name, {n: (ab["A"].shape[0], alphas[n], use_rslora)
+                                                  for n, ab in layers.items()}, path)
     else:
-        for n, (module, _, _) in plan.items():
-            r, alpha = specs[n]
+        for n, module in modules.items():
+            r = layers[n]["A"].shape[0]
             if isinstance(module, LoRALinear):
-                module.add_adapter(adapter_name, r, alpha, settings["dropout"], use_rslora=settings["use_rslora"])
+                module.add_adapter(adapter_name, r, alphas[n], dropout, use_rslora=use_rslora)
             else:
-                replace_module(model, n, LoRALinear(module, r, alpha, settings["dropout"],
-                                                    use_rslora=settings["use_rslora"], adapter_name=adapter_name))
+                replace_module(model, n, LoRALinear(module, r, alphas[n], dropout, use_rslora=use_rslora,
+                                                    adapter_name=adapter_name))
         model.requires_grad_(False)
-    load_lora_state_dict(model, {f"{n}.lora_{ab}.weight": t for n, (_, A, B) in plan.items()
-                                 for ab, t in (("A", A), ("B", B))}, adapter_name)
+    load_lora_state_dict(model, {f"{n}.lora_{ab}.weight": t[ab] for n, t in layers.items() for ab in "AB"},
+                         adapter_name)
     set_adapter(model, adapter_name)
     return model
 
 
-def _plan(model: nn.Module, layers: dict[str, dict], adapter_name: str, path) -> dict:
-    """{module name: (module, A, B)}, after checking that every saved layer exists here with matching shapes."""
-    plan = {}
+def _targets(model: nn.Module, layers: dict[str, dict], path) -> dict[str, nn.Module]:
+    """{module name: module} for every saved layer, after checking it exists here, unmerged, with matching shapes."""
+    modules = {}
     for n, ab in layers.items():
         try:
             module = model.get_submodule(n)
@@ -146,14 +143,13 @@ def _plan(model: nn.Module, layers: dict[str, dict], adapter_name: str, path) ->
             raise ValueError(f"{path}: '{n}' has A {tuple(A.shape)} and B {tuple(B.shape)}, which do not fit a "
                              f"{want[0]} -> {want[1]} layer (A is r x in, B is out x r). Fix: load it into the base "
                              "model it was trained on.")
-        plan[n] = (module, A, B)
-    return plan
+        modules[n] = module
+    return modules
 
 
-def _check_same_adapter(model, adapter_name, specs, use_rslora, path) -> None:
+def _check_same_adapter(model, adapter_name, want: dict[str, tuple], path) -> None:
     have = {n: (layer.specs[adapter_name].r, layer.specs[adapter_name].alpha, layer.specs[adapter_name].use_rslora)
             for n, layer in lora_layers(model) if adapter_name in layer.specs}
-    want = {n: (r, alpha, use_rslora) for n, (r, alpha) in specs.items()}
     if have != want:
         raise ValueError(f"Adapter '{adapter_name}' exists with other layers or settings than {path} "
                          f"(e.g. {next(iter(set(have.items()) ^ set(want.items())))} as (layer, (r, alpha, rsLoRA))). "
@@ -169,7 +165,7 @@ def _save_single_file(path, sd: dict, spec, targets: list[str]) -> int:
     return os.path.getsize(path)
 
 
-def _read_single_file(path) -> tuple[dict, dict[str, dict]]:
+def _read_single_file(path) -> tuple[dict[str, dict], dict[str, float], float, bool]:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
@@ -179,7 +175,7 @@ def _read_single_file(path) -> tuple[dict, dict[str, dict]]:
         raise ValueError(f"{path} was not written by save_adapter (no r/alpha/target_modules metadata). Fix: "
                          "add_lora(model, ...) with its settings, then load_lora_state_dict(model, tensors).")
     layers = peft_format.lora_pairs(sd, path)
-    return dict(alpha=meta["alpha"], dropout=meta.get("dropout", 0.0), use_rslora=meta.get("use_rslora", False)), layers
+    return layers, dict.fromkeys(layers, meta["alpha"]), meta.get("dropout", 0.0), meta.get("use_rslora", False)
 
 
 def adapter_size_bytes(model_or_path, adapter_name: str | None = None) -> int:
