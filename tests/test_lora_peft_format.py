@@ -34,7 +34,7 @@ def test_defaults_are_what_the_installed_peft_writes(tmp_path):
     get_peft_model(MLP(), LoraConfig(target_modules=["hidden"])).save_pretrained(tmp_path)
     written = json.loads((tmp_path / "adapter_config.json").read_text())
     assert peft_format.FORMAT_VERSION == peft.__version__ == written["peft_version"]
-    assert {k: written[k] for k in peft_format._DEFAULTS} == peft_format._DEFAULTS
+    assert {k: written[k] for k in peft_format.DEFAULTS} == peft_format.DEFAULTS
     ours = peft_format.config(["hidden"], {"hidden": L.AdapterSpec(8, 8, 0.0, "default", False)},
                               base_model_class=MLP)
     assert ours.keys() == written.keys()
@@ -73,7 +73,8 @@ def test_peft_features_we_lack_are_refused_with_the_fix(tmp_path, config, words)
 
 
 def test_other_adapter_types_and_half_written_folders_are_refused(tmp_path):
-    get_peft_model(MLP(), IA3Config(target_modules=["hidden"], feedforward_modules=[])).save_pretrained(tmp_path / "ia3")
+    ia3 = get_peft_model(MLP(), IA3Config(target_modules=["hidden"], feedforward_modules=[]))
+    ia3.save_pretrained(tmp_path / "ia3")
     with pytest.raises(ValueError, match="holds a IA3 adapter, not LoRA. Fix"):
         L.load_adapter(MLP(), tmp_path / "ia3")
     L.save_adapter(L.add_lora(MLP(), ["hidden"]), tmp_path / "lora")

@@ -92,8 +92,8 @@ def test_save_adapter_writes_what_peft_loads_to_identical_logits(tmp_path, make,
     theirs = PeftModel.from_pretrained(make(), tmp_path / "ours")
     assert sorted(theirs.base_model.targeted_module_names) == sorted(n for n, _ in L.lora_layers(ours))
     cfg = theirs.peft_config["default"]
-    assert (cfg.r, cfg.lora_alpha, cfg.use_rslora, cfg.lora_dropout) == (kw["r"], kw["alpha"],
-                                                                       kw.get("use_rslora", False), kw.get("dropout", 0))
+    settings = (cfg.r, cfg.lora_alpha, cfg.use_rslora, cfg.lora_dropout)
+    assert settings == (kw["r"], kw["alpha"], kw.get("use_rslora", False), kw.get("dropout", 0))
     assert report(f"ours -> PEFT {make.__name__} {targets}", output(theirs), output(ours)) == 0
 
     # PEFT writing the adapter it loaded gives our files back: the same config fields and values, the same tensors.
@@ -129,7 +129,8 @@ def test_load_adapter_reads_what_peft_wrote_to_identical_logits(tmp_path, make, 
     folder = tmp_path if name == "default" else tmp_path / name  # PEFT's layout for a named adapter
 
     ours = L.load_adapter(make(), folder, adapter_name=name)
-    peft_layers = {n: m for n, m in theirs.base_model.model.named_modules() if n in theirs.base_model.targeted_module_names}
+    targeted = theirs.base_model.targeted_module_names
+    peft_layers = {n: m for n, m in theirs.base_model.model.named_modules() if n in targeted}
     assert sorted(n for n, _ in L.lora_layers(ours)) == sorted(peft_layers)
     for n, layer in L.lora_layers(ours):
         assert (layer.r, layer.scaling) == (peft_layers[n].r[name], peft_layers[n].scaling[name]), n

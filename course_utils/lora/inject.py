@@ -60,7 +60,8 @@ def match_targets(model: nn.Module, target_modules) -> list[str]:
             inner = _suffixes((c, x) for c, x in linears.items() if c.startswith(n + "."))
             what = (" (GPT-2 style, weight stored transposed: use PEFT with fan_in_fan_out=True)"
                     if type(m).__name__ == "Conv1D" else "")
-            fix = f"target the Linear layers inside it: {inner}" if inner else f"choose from {_suffixes(linears.items())}"
+            fix = (f"target the Linear layers inside it: {inner}" if inner
+                   else f"choose from {_suffixes(linears.items())}")
             raise TypeError(f"target '{n}' is a {type(m).__name__}{what}, not a Linear layer; LoRALinear wraps Linear "
                             f"layers only. Fix: {fix}.")
     return chosen

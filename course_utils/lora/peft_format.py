@@ -21,14 +21,14 @@ import torch
 
 CONFIG_NAME, WEIGHTS_NAME, PICKLE_NAME = "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"
 PREFIX = "base_model.model."  # PeftModel.base_model (LoraModel).model is the user's model
-FORMAT_VERSION = "0.21.2"  # the PEFT release whose files these are (tests/test_lora_saving.py compares with it)
+FORMAT_VERSION = "0.21.2"  # the PEFT release whose files these are; a test checks it is the installed one
 
 # LoraConfig's other fields at their defaults, as PEFT writes them, so our file matches PEFT's field for field.
 _NULL_FIELDS = ("alora_invocation_tokens", "arrow_config", "corda_config", "eva_config", "exclude_modules",
                 "kasa_config", "layer_replication", "layers_pattern", "layers_to_transform", "lora_ga_config",
                 "megatron_config", "modules_to_save", "monteclora_config", "revision", "target_parameters",
                 "trainable_token_indices", "use_bdlora", "velora_config", "task_type")
-_DEFAULTS = {**dict.fromkeys(_NULL_FIELDS), "bias": "none", "ensure_weight_tying": False, "fan_in_fan_out": False,
+DEFAULTS = {**dict.fromkeys(_NULL_FIELDS), "bias": "none", "ensure_weight_tying": False, "fan_in_fan_out": False,
              "inference_mode": True, "init_lora_weights": True, "loftq_config": {}, "lora_bias": False,
              "megatron_core": "megatron.core", "peft_type": "LORA", "peft_version": FORMAT_VERSION,
              "qalora_group_size": 16, "use_dora": False, "use_qalora": False, "rank_pattern": {}, "alpha_pattern": {}}
@@ -45,7 +45,8 @@ _UNSUPPORTED = {
     "use_qalora": "QALoRA pools the adapter's input", "alora_invocation_tokens": "aLoRA activates on invocation tokens",
     "layer_replication": "layer replication duplicates decoder layers", "target_parameters": "LoRA on bare parameters",
     "megatron_config": "Megatron-parallel layers", "use_bdlora": "block-diagonal LoRA",
-    "arrow_config": "Arrow routing", "kasa_config": "KaSA", "velora_config": "VeLoRA", "monteclora_config": "MonteCLoRA",
+    "arrow_config": "Arrow routing", "kasa_config": "KaSA", "velora_config": "VeLoRA",
+    "monteclora_config": "MonteCLoRA",
 }
 # These initialisations also rewrite the base weights (W0 - B A), so the adapter only fits a base changed the same way.
 _BASE_CHANGING_INITS = ("pissa", "olora", "corda", "loftq", "lora_ga")
@@ -88,7 +89,7 @@ def config(targets: list[str], specs: dict, *, base_model_class: type | None, na
     first = next(iter(specs.values()))
     auto_mapping = None if base_model_class is None else {"base_model_class": base_model_class.__name__,
                                                           "parent_library": base_model_class.__module__}
-    return {**_DEFAULTS, "auto_mapping": auto_mapping, "base_model_name_or_path": name_or_path or None,
+    return {**DEFAULTS, "auto_mapping": auto_mapping, "base_model_name_or_path": name_or_path or None,
             "init_lora_weights": "gaussian" if first.init == "gaussian" else True, "lora_alpha": alpha,
             "lora_dropout": first.dropout, "r": r, "target_modules": targets, "use_rslora": first.use_rslora,
             "rank_pattern": {n: s.r for n, s in specs.items() if s.r != r},
@@ -120,11 +121,11 @@ def read(directory: str | os.PathLike) -> tuple[dict, dict[str, dict]]:
         raise FileNotFoundError(f"{directory} has no {CONFIG_NAME}, so it is not a PEFT adapter directory. Fix: pass "
                                 "the folder that save_adapter or PEFT's save_pretrained wrote (for a non-default "
                                 "adapter name PEFT uses a subfolder of that name).")
-    cfg = {**_DEFAULTS, **json.loads((directory / CONFIG_NAME).read_text())}
+    cfg = {**DEFAULTS, **json.loads((directory / CONFIG_NAME).read_text())}
     if cfg["peft_type"] != "LORA":
         raise ValueError(f"{directory} holds a {cfg['peft_type']} adapter, not LoRA. Fix: load it with PEFT "
                          "(PeftModel.from_pretrained).")
-    problems = [why for field, why in _UNSUPPORTED.items() if cfg.get(field) not in (_DEFAULTS[field], None, [], {})]
+    problems = [why for field, why in _UNSUPPORTED.items() if cfg.get(field) not in (DEFAULTS[field], None, [], {})]
     init = str(cfg["init_lora_weights"]).lower()
     if init.startswith(_BASE_CHANGING_INITS):
         problems.append(f"init_lora_weights={cfg['init_lora_weights']!r} also rewrote the base weights; PEFT's "
