@@ -81,7 +81,7 @@ def save_adapter(model: nn.Module, path: str | os.PathLike, adapter_name: str | 
         raise FileExistsError(f"{path} is a file; PEFT's format is a directory. Fix: pass a folder name, or a name "
                               "ending in .safetensors for the single-file format.")
     adapted = [n for n, _ in layers]
-    inside = tuple(n + "." for n in adapted)
+    inside = tuple(n + "." for n, _ in lora_layers(model))  # the names PEFT sees: the base model's own
     names = [n for n, _ in model.named_modules() if n and not n.startswith(inside)]
     cfg = peft_format.config(peft_format.minimal_targets(adapted, names), {n: lay.specs[name] for n, lay in layers},
                              base_model_class=type(model), name_or_path=model.__dict__.get("name_or_path"))
