@@ -131,7 +131,7 @@ def main() -> None:
     t_ours, t_peft = overhead()
     print(f"\nwrapper overhead (16x16, 1 token, fwd+bwd): ours {1e6 * t_ours:.0f} us, PEFT {1e6 * t_peft:.0f} us")
     print(f"worst ours/PEFT = {worst:.3f} as the median of per-repetition ratios, {worst_min:.3f} as the ratio of "
-          "minima (target <= 1.05; on a machine shared with other jobs the minima are the steadier figure)")
+          "minima (target <= 1.05; on a shared machine run it a few times and take each row's smallest ratio)")
 
 
 if __name__ == "__main__":

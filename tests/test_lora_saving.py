@@ -137,6 +137,29 @@ def test_load_adapter_reads_what_peft_wrote_to_identical_logits(tmp_path, make, 
     assert report(f"PEFT -> ours {make.__name__} {config}", output(ours), output(theirs)) == 0
     assert all(layer.active_adapter == name for _, layer in L.lora_layers(ours))
 
+    L.save_adapter(ours, tmp_path / "back")  # and back to PEFT: per-layer ranks and alphas survive the trip
+    assert torch.equal(output(PeftModel.from_pretrained(make(), tmp_path / "back")), output(theirs))
+
+
+def test_per_layer_ranks_are_written_with_keys_that_pick_one_layer_each(tmp_path):
+    """PEFT reads a pattern key as a regex matched at the end of a name: key "0" would pick "block.0" too."""
+    def make():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(6, 20), nn.ReLU(), nn.Sequential(nn.Linear(20, 20)), nn.Linear(20, 3))
+
+    theirs = get_peft_model(make(), LoraConfig(target_modules="all-linear", r=4, rank_pattern={"^0": 2},
+                                               alpha_pattern={"^0": 3}))
+    train_B(theirs)
+    theirs.save_pretrained(tmp_path / "peft")
+    ours = L.load_adapter(make(), tmp_path / "peft")
+    assert [(layer.r, layer.alpha) for _, layer in L.lora_layers(ours)] == [(2, 3), (4, 8), (4, 8)]
+    L.save_adapter(ours, tmp_path / "ours")
+    cfg = json.loads((tmp_path / "ours" / "adapter_config.json").read_text())
+    assert cfg["rank_pattern"] == {"^0": 2} and cfg["alpha_pattern"] == {"^0": 3}
+    x = torch.randn(4, 6)
+    with torch.no_grad():
+        assert torch.equal(PeftModel.from_pretrained(make(), tmp_path / "ours")(x), ours(x))
+
 
 def test_loading_next_to_other_adapters_and_reloading_one(tmp_path):
     model = L.add_lora(tiny_llama(), ["q_proj", "v_proj"], r=4, alpha=8, adapter_name="poet")

@@ -1,7 +1,7 @@
 """Bookkeeping for several named adapters on one layer: which exist, their settings, which one is active.
 
-No math lives here: LoRALinear (layer.py) says how an adapter is built and what it computes. Splitting the two lets
-one base model carry several behaviours ("poet", "coder") and switch between them without touching W0.
+This is what lets one base model carry several behaviours ("poet", "coder") and switch between them without touching
+W0. No math lives here, so layer.py (how an adapter is built and what it computes) reads like minimal.py.
 
     AdapterSpec     one adapter's settings (r, alpha, dropout, init, use_rslora) and the scaling they give
     validate        checks r, alpha, dropout and init, naming the fix

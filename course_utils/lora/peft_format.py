@@ -61,6 +61,14 @@ def pattern_value(patterns: dict, module: str, default):
     return default
 
 
+def _pattern_key(module: str, adapted) -> str:
+    """A rank_pattern / alpha_pattern key that picks `module` and no other adapted layer: its plain name where that is
+    exact under PEFT's rule (key "0" would also pick "block.0"), else the escaped name anchored at the start."""
+    if all(m == module or not re.match(rf"(.*\.)?({module})$", m) for m in adapted):
+        return module
+    return "^" + re.escape(module)
+
+
 def alphas(cfg: dict, ranks: dict[str, int], where) -> dict[str, float]:
     """{module: alpha} from lora_alpha and alpha_pattern, after checking each saved rank against r / rank_pattern."""
     for module, r in ranks.items():
@@ -92,8 +100,8 @@ def config(targets: list[str], specs: dict, *, base_model_class: type | None, na
     return {**DEFAULTS, "auto_mapping": auto_mapping, "base_model_name_or_path": name_or_path or None,
             "init_lora_weights": "gaussian" if first.init == "gaussian" else True, "lora_alpha": alpha,
             "lora_dropout": first.dropout, "r": r, "target_modules": targets, "use_rslora": first.use_rslora,
-            "rank_pattern": {n: s.r for n, s in specs.items() if s.r != r},
-            "alpha_pattern": {n: s.alpha for n, s in specs.items() if s.alpha != alpha}}
+            "rank_pattern": {_pattern_key(n, specs): s.r for n, s in specs.items() if s.r != r},
+            "alpha_pattern": {_pattern_key(n, specs): s.alpha for n, s in specs.items() if s.alpha != alpha}}
 
 
 def write(directory: str | os.PathLike, cfg: dict, tensors: dict[str, torch.Tensor]) -> int:
@@ -110,8 +118,8 @@ def write(directory: str | os.PathLike, cfg: dict, tensors: dict[str, torch.Tens
 
 def size(directory: str | os.PathLike) -> int:
     """Bytes of the config and weights files: what sharing the adapter costs."""
-    return sum(p.stat().st_size for p in Path(directory).iterdir() if p.name in (CONFIG_NAME, WEIGHTS_NAME,
-                                                                                   PICKLE_NAME))
+    files = (CONFIG_NAME, WEIGHTS_NAME, PICKLE_NAME)
+    return sum(p.stat().st_size for p in Path(directory).iterdir() if p.name in files)
 
 
 def read(directory: str | os.PathLike) -> tuple[dict, dict[str, dict]]:
