@@ -21,6 +21,7 @@ from . import native, reference
 from .checks import check_finite
 
 CHUNK = 1 << 15  # values per step on CPU: torch's parallel grain size, so each op stays on its calling thread
+CPUS = os.cpu_count() or 1  # read once: it costs a system call, and small layers dequantize on every forward
 _pool: tuple[int, ThreadPoolExecutor] | None = None
 
 
@@ -33,12 +34,12 @@ def split_work(total: int, align: int, work, device: torch.device) -> None:
     the end. bitsandbytes' native kernels use threads the same way.
     """
     global _pool
-    k = min(torch.get_num_threads(), os.cpu_count() or 1, max(1, total // (4 * CHUNK)))
+    k = min(torch.get_num_threads(), CPUS, max(1, total // (4 * CHUNK)))
     if k <= 1 or device.type != "cpu":
         work(0, total)
         return
     if _pool is None or _pool[0] != os.getpid():  # a forked child inherits a pool whose threads are gone
-        _pool = (os.getpid(), ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="nf4"))
+        _pool = (os.getpid(), ThreadPoolExecutor(max_workers=CPUS, thread_name_prefix="nf4"))
     per = -(-total // k)
     per = -(-per // align) * align
     inference = torch.is_inference_mode_enabled()  # grad and inference modes are per thread: carry them over
