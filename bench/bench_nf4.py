@@ -68,7 +68,6 @@ def main() -> int:
         packed, state = F.quantize_4bit(w, blocksize=64, compress_statistics=True, quant_type="nf4")
         q = nf4.quantize_nf4(w, blocksize=64, double_quant=True)
         assert torch.equal(q.codes, packed.view(-1)), "codes differ from bitsandbytes"
-        flat = torch.empty(w.numel(), dtype=dtype)
         block_absmax = q.block_absmax()
         bnb_quantize = lambda: F.quantize_4bit(  # noqa: E731
             w, blocksize=64, compress_statistics=True, quant_type="nf4")
@@ -76,7 +75,8 @@ def main() -> int:
         ops = {
             "quantize": (lambda: nf4.quantize_nf4(w, 64, True), bnb_quantize),
             "dequantize": (lambda: nf4.dequantize_nf4(q), bnb_dequantize),
-            "dequantize-torch": (lambda: fast.dequantize(q, flat, use_native=False), bnb_dequantize),
+            "dequantize-torch": (lambda: fast.dequantize(q, torch.empty(w.numel(), dtype=dtype), use_native=False),
+                                 bnb_dequantize),
             "quantize-reference": (lambda: reference.double_quantize(reference.quantize(w, 64)[1]), bnb_quantize),
             "dequantize-reference": (lambda: reference.dequantize(q.codes, block_absmax, w.shape, 64, "nf4", dtype),
                                      bnb_dequantize),
