@@ -20,12 +20,12 @@ class Lab:
 
 
 LAB_TABLE = (
-    Lab("lab01_memory_wall", reference=("course_utils.memory",),
+    Lab("lab01_memory_wall", reference=("course_utils.memory", "course_utils.nf4"),
         off_limits=("bytes_per_param", "nf4_bits_per_param", "optimizer_bytes_per_param", "full_finetune_bytes",
-                    "lora_param_count", "lora_bytes", "qlora_bytes", "count_params")),
+                    "lora_param_count", "lora_bytes", "qlora_bytes", "count_params", "bits_per_parameter")),
     Lab("lab02_lora_from_scratch", reference=("course_utils.lora",),
-        off_limits=("LoRALinear", "add_lora", "merge_lora", "unmerge_lora", "merge_and_unload", "lora_layers",
-                    "AdapterSpec")),
+        off_limits=("LoRALinear", "MinimalLoRALinear", "NamedAdapters", "add_lora", "match_targets", "merge_lora",
+                    "unmerge_lora", "merge_and_unload", "lora_layers", "AdapterSpec")),
 )
 
 LABS = tuple(lab.name for lab in LAB_TABLE)
