@@ -20,9 +20,6 @@ import nbformat
 from .labs import HIDDEN_BEGIN, HIDDEN_END, Lab
 from .screen import assigned_names, imports_of, screen
 
-ROLES = ("markdown", "setup", "provided", "answer", "test", "added")
-
-
 def grade_id(cell) -> str | None:
     meta = cell.get("metadata", {}).get("nbgrader", {})
     return meta.get("grade_id") if isinstance(meta, dict) else None

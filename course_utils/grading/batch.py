@@ -140,7 +140,7 @@ def _finish(course: Course, g: Graded, problems: list) -> Result:
     try:
         score, max_score = gradebook.record(course, g.lab, g.student, scores, g.status == "flagged")
     except Exception as e:  # noqa: BLE001 - one student's database error must not stop the class
-        msg = f"gradebook error: {gradebook._short(e)}"
+        msg = f"gradebook error: {gradebook.short_error(e)}"
         problems.append(f"{g.lab}/{g.student}: {msg}")
         return Result(g.lab, g.student, 0.0, sum(g.max_scores.values()), "error", msg, g.seconds, g.failed)
     return Result(g.lab, g.student, score, max_score, g.status, g.reason, g.seconds, g.failed)

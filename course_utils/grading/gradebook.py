@@ -18,7 +18,7 @@ def ensure_students(course, students) -> str | None:
                 gb.update_or_create_student(s)
         return None
     except Exception as e:  # noqa: BLE001 - any database error is reported, never raised mid-batch
-        return f"gradebook error while adding students: {_short(e)}"
+        return f"gradebook error while adding students: {short_error(e)}"
 
 
 def known(course) -> tuple[set[str], set[str], str | None]:
@@ -27,7 +27,7 @@ def known(course) -> tuple[set[str], set[str], str | None]:
         with course.gradebook() as gb:
             return {s.id for s in gb.students}, {a.name for a in gb.assignments}, None
     except Exception as e:  # noqa: BLE001
-        return set(), set(), f"the gradebook cannot be read: {_short(e)}"
+        return set(), set(), f"the gradebook cannot be read: {short_error(e)}"
 
 
 def record(course, lab: str, student: str, scores: dict, flagged: bool) -> tuple[float, float]:
@@ -47,14 +47,6 @@ def record(course, lab: str, student: str, scores: dict, flagged: bool) -> tuple
         return float(sub.score), float(sub.max_score)
 
 
-def max_score(course, lab: str) -> float:
-    try:
-        with course.gradebook() as gb:
-            return float(gb.find_assignment(lab).max_score)
-    except Exception:  # noqa: BLE001
-        return 0.0
-
-
-def _short(e: Exception) -> str:
+def short_error(e: Exception) -> str:
     text = f"{type(e).__name__}: {e}".replace("\n", " ")
     return text[:300]
