@@ -213,7 +213,7 @@ def test_reference_edition_executed_without_errors_or_warnings(src):
 @pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
 def test_reference_edition_answers_every_prediction_and_exercise(src):
     printed = "".join("".join(o.get("text", "")) for c in cells_of(reference(src)) for o in c.get("outputs", []))
-    assert "not answered yet" not in printed, f"{src.stem}: the reference edition leaves something unanswered"
+    assert "⏳" not in printed, f"{src.stem}: the reference edition leaves a prediction or exercise unanswered"
     assert "❌" not in printed, f"{src.stem}: a reference answer is wrong"
     assert printed.count("✅") >= len(calls(src, "exercise"))
 
@@ -233,3 +233,16 @@ def test_student_edition_runs_top_to_bottom_with_nothing_answered(src):
             assert out["output_type"] != "error", f"{src.stem} cell {i}: {out.get('ename')}: {out.get('evalue')}"
             printed += "".join(out.get("text", ""))
     assert "not answered yet" in printed and "✅" not in printed
+
+
+# --- what a student sees from the prediction API -------------------------------------------------------------
+
+def test_reveal_shows_nothing_when_it_ends_a_cell_and_choices_are_offered(capsys):
+    from course_utils.checks import predict, reveal
+
+    predict("which", None, choices=["q,v", "all-linear"])
+    assert "(one of ['q,v', 'all-linear'])" in capsys.readouterr().out
+    predict("n", 1_000_000)
+    verdict = reveal("n", 1_066_112, rtol=0.1)
+    assert verdict == "close" and hasattr(verdict, "_ipython_display_") and verdict._ipython_display_() is None
+    assert "you predicted 1,000,000, measured 1,066,112: close" in capsys.readouterr().out

@@ -52,7 +52,8 @@ def predict(name: str, guess, choices=None) -> None:
     """Record a prediction under `name` (a number, or one of `choices`). None means "not answered yet"."""
     if _missing(guess):
         _predictions.pop(name, None)
-        print(f"⏳ {name}: not answered yet. Write your prediction in this cell, run it, then run on.")
+        pick = f" (one of {list(choices)})" if choices is not None else ""
+        print(f"⏳ {name}: not answered yet. Write your prediction{pick} in this cell, run it, then run on.")
         return
     if choices is not None and _as_choice(guess) not in [_as_choice(c) for c in choices]:
         _predictions.pop(name, None)

@@ -253,7 +253,7 @@ predict("held-out pretraining loss, after / before", guess_forgetting_factor)
 from course_utils import world
 
 seen = set(data.texts("pretrain"))
-held_out_lines = [t for t in world.pretrain_lines(300, seed=1) if t not in seen][:200]
+held_out_lines = [t for t in world.pretrain_lines(150, seed=1) if t not in seen][:100]
 held_out = encode_texts(tokenizer, held_out_lines)
 base_model = load_course_model()[0]  # a fresh copy of the pretrained weights
 pre_before, pre_after = eval_loss(base_model, held_out), eval_loss(model, held_out)
@@ -327,7 +327,7 @@ assert n_changed / n_total > 0.8 and relative_change < 0.3
 # but by a small fraction of its size: a nudge to a capable model, not a new model. Two questions follow,
 # and they are the rest of this course:
 # - **Memory (chapter 02).** Updating every weight means keeping a gradient and two Adam moments for each. For
-#   1 M weights that is nothing; for 7 B it is the memory wall.
+#   the course model that is nothing; for 7 B weights it is the memory wall.
 # - **Size of the change (chapters 04 and 05).** If the change is small, maybe it also lives in a few
 #   directions; then we could train only those. That is LoRA.
 

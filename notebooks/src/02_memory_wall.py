@@ -220,6 +220,7 @@ print(f"16-bit weights + gradients: {covered} bytes/param; left out: Adam's m an
 assert abs(rule_gb[0] / 25 - 1) < 0.15 and abs(rule_gb[1] / 40 - 1) < 0.1, "4-6 bytes/param x 7B is the rule's own 25-40 GB"
 assert covered == 4 and per_param["optimizer_state"] + per_param["master_weights"] == 12
 assert round(state_7b["total"] / GIB) == 104 and round(state_7b["total"] / GB) == 112
+assert 2.5 < state_7b["total"] / GB / 40 < 3.5, "about 3x the rule's upper end"
 
 # %% [markdown]
 # The rule is consistent with itself, and wrong: its 4–6 bytes per parameter cover the 16-bit weights and
@@ -287,6 +288,7 @@ lora_gib = fits["lora"].needed_gib
 assert not fits["full"].fits and fits["lora"].fits and fits["qlora"].fits, "before activations"
 assert lora_gib + act_7b / GIB > 24 > lora_gib + act_7b_ckpt / GIB, "LoRA on 24 GiB needs checkpointing"
 assert fits["qlora"].needed_gib + act_7b / GIB < 24, "QLoRA fits 24 GiB even with all activations stored"
+assert 25e9 <= lora_gib * GIB + act_7b <= 40e9, "the rule's 25-40 GB is roughly LoRA plus one sequence's activations"
 print(f"LoRA: {lora_gib:.1f} GiB before activations; {lora_gib + act_7b / GIB:.1f} GiB with one sequence's "
       f"activations (does not fit 24 GiB); {lora_gib + act_7b_ckpt / GIB:.1f} GiB with checkpointing (fits)")
 
@@ -451,7 +453,7 @@ answer_13b_qlora_gib = fits_on_gpu(13e9, 16, "qlora").needed_gib
 kept = round(13e9 * 0.04)  # embeddings, norms, lm_head stay bf16 (the calculator's default share)
 exercise("2.1 13B QLoRA GiB", answer_13b_qlora_gib,
          expected=memory.qlora_bytes(13e9 - kept, kept, round(13e9 * 0.01))["total"] / GIB, rtol=1e-3,
-         hint="fits_on_gpu(13e9, 16, 'qlora').needed_gib")
+         hint="the calculator's fits_on_gpu knows the QLoRA recipe; read its needed_gib")
 
 # %% [markdown]
 # **Exercise 2.2.** Hugging Face's "model memory anatomy" counts **18 bytes/param** for mixed-precision AdamW.
@@ -475,8 +477,8 @@ answer_adam8_bytes = full_finetune_bytes(1, "bf16", optimizer="adam8bit")["total
 answer_7b_adam8_fits_80 = "yes" if 7e9 * answer_adam8_bytes / GIB <= 80 else "no"
 ### END SOLUTION
 adam8 = full_finetune_bytes(1, "bf16", optimizer="adam8bit")["total"]
-exercise("2.3a 8-bit Adam bytes/param", answer_adam8_bytes, expected=2 + 2 + 2 + 4, rtol=0,
-         hint="bf16 weights + bf16 grads + 2 x int8 + fp32 master")
+exercise("2.3a 8-bit Adam bytes/param", answer_adam8_bytes, expected=adam8, rtol=0,
+         hint="only the optimizer's part changes: two numbers per parameter, one byte each")
 exercise("2.3b 7B with 8-bit Adam fits 80 GiB", answer_7b_adam8_fits_80,
          expected="yes" if 7e9 * adam8 / GIB <= 80 else "no", choices=["yes", "no"])
 print(f"7B with 8-bit Adam: {7e9 * adam8 / GIB:.1f} GiB before activations")

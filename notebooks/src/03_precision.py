@@ -224,7 +224,7 @@ assert all(4 < r < 16 for r in spread["bf16 / fp16 error at 64"]), "the error sc
 # q = round(w / absmax × 127),  ŵ = q × absmax / 127.
 #
 # Every value then lands within half a step (absmax/127/2) of where it was. We quantize a real weight: the
-# course model's first `down_proj` (128 × 352).
+# course model's first `down_proj` (its shape is printed below).
 
 # %%
 from course_utils.models import load_course_model
@@ -236,7 +236,7 @@ q, absmax = quantize_absmax(w, bits=8)
 w_hat = dequantize_absmax(q, absmax, bits=8)
 print(f"w[0, :4]     = {[round(v, 4) for v in w[0, :4].tolist()]}\nint8 codes   = {q[0, :4].tolist()}"
       f"\nw_hat[0, :4] = {[round(v, 4) for v in w_hat[0, :4].tolist()]}")
-print(f"absmax {absmax.item():.4f}, step {absmax.item() / 127:.5f}, max error {(w_hat - w).abs().max():.5f}")
+print(f"shape {tuple(w.shape)}, absmax {absmax.item():.4f}, step {absmax.item() / 127:.5f}, max error {(w_hat - w).abs().max():.5f}")
 
 # %% [markdown]
 # **Predict:** the step between int8 levels is absmax/127. What is the largest error any weight can get, as a
@@ -448,8 +448,9 @@ assert stall == round((trace[stall] - 1) / spacing(1.0, "bf16")), "one spacing p
 ### BEGIN SOLUTION
 answer_smallest_fp16 = 2.0**-24
 ### END SOLUTION
-exercise("3.4 smallest positive fp16", answer_smallest_fp16, expected=torch.finfo(torch.float16).smallest_normal * 2.0**-10,
-         rtol=1e-6, hint="the smallest subnormal: 2^-14 (smallest normal) x 2^-10 (10 mantissa bits)")
+zero, one = torch.zeros((), dtype=torch.float16), torch.ones((), dtype=torch.float16)
+exercise("3.4 smallest positive fp16", answer_smallest_fp16, expected=torch.nextafter(zero, one).item(), rtol=1e-6,
+         hint="keep halving 1.0 in fp16 until it becomes 0; the last non-zero value is below the smallest *normal*")
 
 # %%
 from course_utils.checks import summary

@@ -120,7 +120,7 @@ import copy
 from course_utils.intrinsic import train_choice
 from course_utils.training import progress_bar
 
-STEPS = {"pretrained": 30, "random init": 60}
+STEPS = {"pretrained": 30, "random init": 40}
 SEEDS, LR_FULL, BATCH = [0, 1, 2], 1e-3, 16
 start = {"pretrained": model, "random init": random_model}
 full, full_losses = {name: [] for name in start}, {}
@@ -155,9 +155,9 @@ assert min(min(v) for v in full.values()) >= 0.95, "with every parameter free, b
 #
 # Each seed's sweep stops at its first d that reaches 90 %: that d is its d90, and larger ones cost time without
 # changing it. The randomly initialised model is tried at the largest d of the grid only (below that its runs
-# are flat, and each costs twice the steps); question 4.3 sweeps it further.
+# are flat, and each costs more steps); question 4.3 sweeps it further.
 #
-# **Predict:** the smallest d on the grid (1, 4, 16, 64) at which the pretrained model reaches 90 % of its full
+# **Predict:** the smallest d on the grid (4, 16, 64) at which the pretrained model reaches 90 % of its full
 # fine-tune: its d90.
 
 # %%
@@ -169,7 +169,7 @@ predict("pretrained d90", guess_d90_pretrained)
 # %%
 from course_utils.intrinsic import fraction_of_full
 
-GRID = {"pretrained": [1, 4, 16, 64], "random init": [64]}
+GRID = {"pretrained": [4, 16, 64], "random init": [64]}
 fractions = {name: {seed: [] for seed in SEEDS} for name in start}
 for name, m in start.items():
     for seed in progress_bar(SEEDS, desc=f"subspaces, {name}"):
@@ -215,7 +215,7 @@ assert all(f < 0.9 for f in random_at), "at the same d, the randomly initialised
 # %% [markdown]
 # The pretrained model reaches 90 % of its full fine-tune by training a handful of numbers (its d90 on each seed
 # is printed above), while the same architecture from random initialisation is still far from it at the largest
-# d of the grid, with twice the steps, on every seed. That is Aghajanyan et al.'s result in miniature:
+# d of the grid, with more steps, on every seed. That is Aghajanyan et al.'s result in miniature:
 # pretraining builds features (the pretraining stories pair "tasty" with "smiled" and "happy", "bitter" with
 # "frowned" and "sad"), and fine-tuning only has to point the output at them.
 #
@@ -274,7 +274,7 @@ print(f"the sparse P of the course model: {sparse_bytes / 2**20:.1f} MiB")
 # Little. The task is read off the output logits of two label tokens, which the linear layers of the top
 # blocks (and `lm_head`, which has "lm_head" in its name and is kept) can steer on their own; the input
 # embeddings are shared by every task and a random direction through them mostly adds noise. Measure it on the
-# three seeds: a change smaller than the seed-to-seed spread is no change.
+# three seeds: a change smaller than the spread between seeds is no change.
 # ### END SOLUTION
 
 # %%
@@ -285,5 +285,5 @@ summary()
 # %% [markdown]
 # **Summary.** Training only d random directions of the course model's parameters, the pretrained model reaches
 # 90 % of its full fine-tune with a handful of trainable numbers on every seed; the randomly initialised copy
-# stays far below that at the same d, even with twice the steps. Fine-tuning a pretrained model is a
+# stays far below that at the same d, even with more steps. Fine-tuning a pretrained model is a
 # low-dimensional problem, which is why a low-rank update can work. Next (05): LoRA, W = W0 + BA.
