@@ -438,6 +438,26 @@ assert [a.fits for a in answers.values()] == [False, True, True]
 assert not show_fit(7, 16, "lora", activation_gib=act_7b / GIB).fits, "LoRA + one 2k sequence: over 16 GiB"
 
 # %% [markdown]
+# The same calculator as one picture, for reading without a running kernel: the memory each method needs before
+# activations, for models from 1B to 70B parameters, against common GPU sizes.
+
+# %%
+from course_utils.plots import plot_lines
+
+sizes_b = [1, 2, 4, 7, 13, 34, 70]
+needed = {m: [fits_on_gpu(b * 1e9, 80, m).needed_gib for b in sizes_b] for m in ["full", "lora", "qlora"]}
+ax = plot_lines(sizes_b, needed, title="GiB needed before activations (1% adapters)", xlabel="model size (parameters, log scale)",
+                ylabel="GiB (log)", logx=True, logy=True)
+ax.set_xticks(sizes_b, labels=[f"{b}B" for b in sizes_b])
+for gpu in [8, 16, 24, 80]:
+    ax.axhline(gpu, color="grey", linestyle=":", linewidth=1)
+    ax.annotate(f"{gpu} GiB GPU", (sizes_b[-1], gpu), xytext=(0, -11), textcoords="offset points", color="grey",
+                ha="right", fontsize=8)
+plt.show()
+largest = {m: max((b for b, g in zip(sizes_b, v) if g <= 24), default=None) for m, v in needed.items()}
+print("largest model of this list that fits 24 GiB before activations:", {m: f"{b}B" for m, b in largest.items()})
+
+# %% [markdown]
 # With a bf16 base, LoRA on 7B fits 16 GiB only on paper: one 2,048-token sequence of activations pushes it
 # over. QLoRA leaves room for them. That is the memory wall, and the way around it.
 

@@ -194,8 +194,10 @@ ran = {seed: GRID["pretrained"][:len(fractions["pretrained"][seed])] for seed in
 d90 = {seed: intrinsic_dimension(ran[seed], fractions["pretrained"][seed], 0.9) for seed in SEEDS}
 curves = {f"pretrained, seed {s}": (ran[s], fractions["pretrained"][s]) for s in SEEDS}
 curves.update({f"random init, seed {s}": (GRID["random init"], fractions["random init"][s]) for s in SEEDS})
-plot_intrinsic_curves(curves, marks={f"pretrained, seed {s}": d90[s] for s in SEEDS},
-                      title="Sentiment in a random subspace: pretrained vs random init")
+ax = plot_intrinsic_curves(curves, marks={f"pretrained, seed {s}": d90[s] for s in SEEDS},
+                           title="Sentiment in a random subspace: pretrained vs random init (3 seeds each)")
+ax.set_xticks(GRID["pretrained"], labels=[str(d) for d in GRID["pretrained"]])
+ax.minorticks_off()
 plt.show()
 print("pretrained d90 per seed:", d90)
 
