@@ -44,6 +44,7 @@ _ALIASES = {
     "manifest": "runtime.manifest",
     "bnb_guard": "runtime.bnb_guard",
     "doctor": "runtime.doctor",
+    "nf4_native": "nf4.native",
 }
 
 

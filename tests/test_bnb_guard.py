@@ -125,14 +125,12 @@ def train(model, ids, steps=6):
 
 @pytest.mark.slow  # a fresh interpreter importing bitsandbytes: 5-11 s on 2 cores
 def test_install_is_cheap_idempotent_and_patches_on_import():
-    # Expected: `import course_utils` does not import bitsandbytes, installs one hook however often install() is
+    # Expected: `import course_utils` imports neither torch nor bitsandbytes (seconds each), installs one hook however often install() is
     # called, and the hook patches bitsandbytes.nn.modules the moment it is imported.
     code = textwrap.dedent("""
-        import sys, time
-        t = time.perf_counter()
+        import sys
         import course_utils
         from course_utils import bnb_guard
-        took = time.perf_counter() - t
         assert "bitsandbytes" not in sys.modules and "torch" not in sys.modules, sorted(sys.modules)[:5]
         for _ in range(3):
             bnb_guard.install()
@@ -146,14 +144,12 @@ def test_install_is_cheap_idempotent_and_patches_on_import():
         assert not any(type(f).__name__ == "_ImportHook" for f in sys.meta_path)
         bnb_guard.install()  # after the import: patches in place, no new hook
         assert not any(type(f).__name__ == "_ImportHook" for f in sys.meta_path)
-        print(f"{took:.3f}", s["dequant_fix"])
+        print(s["dequant_fix"])
     """)
     env = {k: v for k, v in os.environ.items() if k != bnb_guard.ENV_SWITCH}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    took, fix = out.stdout.split(maxsplit=1)
-    assert float(took) < 1.0  # import course_utils with the guard: ~0.05 s (bitsandbytes alone takes seconds)
-    assert fix.strip() in ("applied", "not needed")
+    assert out.stdout.strip() in ("applied", "not needed")  # cheap: importing course_utils imports neither
 
     off = subprocess.run([sys.executable, "-c", "import course_utils, sys\nfrom course_utils import bnb_guard\n"
                           "print(bnb_guard.status()['guard_installed'])"],

@@ -55,7 +55,7 @@ def collect() -> tuple[list[tuple[str, str]], list[str]]:
         rows.append(("bitsandbytes backend", ", ".join(f"{k}={v}" for k, v in st.items())))
     except ImportError:
         rows.append(("bitsandbytes backend", "guard not installed"))
-    from .. import nf4_native
+    from ..nf4 import native as nf4_native
 
     rows.append(("NF4 dequantize", nf4_native.status()))  # no compiler is fine: the torch path is just slower
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
