@@ -214,7 +214,21 @@ def execute(nb, cwd: Path, timeout: int = 600):
         os.environ.update(old)
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            cell.outputs = _coalesced(cell.outputs)
     return nb
+
+
+def _coalesced(outputs):
+    """Consecutive prints to the same stream as one output: how the kernel chunks them varies from run to run."""
+    merged = []
+    for out in outputs:
+        prev = merged[-1] if merged else None
+        if prev is not None and out.output_type == prev.output_type == "stream" and out.name == prev.name:
+            prev.text += out.text
+        else:
+            merged.append(out)
+    return merged
 
 
 def _cells_key(nb) -> list:

@@ -208,6 +208,9 @@ def test_reference_edition_executed_without_errors_or_warnings(src):
             if out.get("name") == "stderr":
                 assert "Warning" not in "".join(out["text"]), f"{src.stem} cell {i} stores a warning: {''.join(out['text'])[:300]}"
         assert "execution" not in cell["metadata"], f"{src.stem} cell {i} stores timing metadata"
+        streams = [o.get("name") if o["output_type"] == "stream" else None for o in cell.get("outputs", [])]
+        assert not any(a and a == b for a, b in zip(streams, streams[1:])), \
+            f"{src.stem} cell {i}: consecutive prints are one output (the builder coalesces them): rebuild it"
 
 
 @pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
