@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test test-fast setup doctor bench rebuild-model execute-notebooks labs-release grade feedback export-grades clean
+.PHONY: lab test test-fast setup doctor bench rebuild-model notebooks labs-release grade feedback export-grades clean
 
 setup: $(STAMP)
 
@@ -37,8 +37,10 @@ bench: setup
 rebuild-model: setup
 	$(PY) scripts/build_course_model.py
 
-execute-notebooks: setup
-	$(PY) scripts/execute_notebooks.py
+# Both editions of every chapter from notebooks/src/: the student one (notebooks/) and the executed reference one
+# (solutions/notebooks/). `make notebooks ONLY="02 05"` rebuilds only those chapters.
+notebooks: setup
+	$(PY) scripts/build_notebooks.py $(ONLY)
 
 # Instructor commands (docs/instructor_guide.md). Submissions are graded in a bubblewrap sandbox, GRADE_JOBS at a
 # time (one per core: each kernel uses one thread).

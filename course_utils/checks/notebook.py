@@ -22,9 +22,12 @@ def _missing(value) -> bool:
     return value is None or value is Ellipsis
 
 
-def _fmt(x, spec: str) -> str:
+def _fmt(x, spec: str | None = None) -> str:
+    """Strings quoted, whole numbers with thousands separators (1,066,112), other numbers in `spec` (4 digits)."""
     if isinstance(x, bool) or not isinstance(x, numbers.Real):
         return repr(x) if isinstance(x, str) else str(x)
+    if spec is None:
+        spec = "," if isinstance(x, numbers.Integral) or (float(x).is_integer() and abs(x) < 1e15) else ".4g"
     return format(x, spec)
 
 
@@ -49,18 +52,27 @@ def predict(name: str, guess, choices=None) -> None:
     """Record a prediction under `name` (a number, or one of `choices`). None means "not answered yet"."""
     if _missing(guess):
         _predictions.pop(name, None)
-        print(f"⏳ {name}: not answered yet. Write your prediction in this cell, run it, then run on.")
+        pick = f" (one of {list(choices)})" if choices is not None else ""
+        print(f"⏳ {name}: not answered yet. Write your prediction{pick} in this cell, run it, then run on.")
         return
     if choices is not None and _as_choice(guess) not in [_as_choice(c) for c in choices]:
         _predictions.pop(name, None)
         print(f"⚠️ {name}: {guess!r} is not one of the choices {list(choices)}. Pick one and run this cell again.")
         return
     _predictions[name] = guess
-    print(f"📝 {name}: you predict {_fmt(guess, 'g')}.")
+    print(f"📝 {name}: you predict {_fmt(guess)}.")
 
 
-def reveal(name: str, measured, rtol: float = 0.25, atol: float = 0.0, why: str = "", fmt: str = ".4g") -> str:
-    """Compare the measurement with the prediction recorded under `name`; returns "close", "far" or "not answered".
+class Verdict(str):
+    """reveal()'s result ("close", "far" or "not answered"): a plain string for code that branches on it, which
+    shows nothing when it ends a cell (reveal has printed its message already)."""
+
+    def _ipython_display_(self) -> None:
+        pass
+
+
+def reveal(name: str, measured, rtol: float = 0.25, atol: float = 0.0, why: str = "", fmt: str | None = None) -> Verdict:
+    """Compare the measurement with the prediction recorded under `name`: "close", "far" or "not answered".
 
     Numbers count as close within rtol (relative) or atol (absolute); choices must match. `why` is the one
     sentence shown when the prediction was far off: what the measurement depends on.
@@ -68,13 +80,13 @@ def reveal(name: str, measured, rtol: float = 0.25, atol: float = 0.0, why: str 
     shown = _fmt(measured, fmt)
     if name not in _predictions:
         print(f"⏳ {name}: not answered yet (no prediction recorded). Measured: {shown}.")
-        return "not answered"
+        return Verdict("not answered")
     guess = _predictions[name]
     if _close(guess, measured, rtol, atol):
-        print(f"🎯 {name}: you predicted {_fmt(guess, 'g')}, measured {shown}: close.")
-        return "close"
-    print(f"🤔 {name}: you predicted {_fmt(guess, 'g')}, measured {shown}: far off." + (f" {why}" if why else ""))
-    return "far"
+        print(f"🎯 {name}: you predicted {_fmt(guess)}, measured {shown}: close.")
+        return Verdict("close")
+    print(f"🤔 {name}: you predicted {_fmt(guess)}, measured {shown}: far off." + (f" {why}" if why else ""))
+    return Verdict("far")
 
 
 def exercise(name: str, answer, expected, rtol: float = 1e-3, atol: float = 0.0, hint: str = "",
@@ -103,10 +115,10 @@ def exercise(name: str, answer, expected, rtol: float = 1e-3, atol: float = 0.0,
         return
     if _close(answer, expected, rtol, atol):
         _results[name] = "correct"
-        print(f"✅ {name}: {_fmt(answer, 'g')} is right.")
+        print(f"✅ {name}: {_fmt(answer)} is right.")
         return
     _results[name] = "wrong"
-    print(f"❌ {name}: {_fmt(answer, 'g')} is not it." + (f" Hint: {hint}" if hint else ""))
+    print(f"❌ {name}: {_fmt(answer)} is not it." + (f" Hint: {hint}" if hint else ""))
 
 
 def summary() -> None:
