@@ -294,29 +294,14 @@ print(f"LoRA uses {totals['LoRA'] / totals['full FT']:.0%} and QLoRA {totals['QL
 
 # %% [markdown]
 # ## 2.8 Does model X fit my GPU?
-# Move the sliders (in Jupyter with ipywidgets). Activations are yours to add: 2.6 printed the 7B estimate
-# for one 2,048-token sequence; gradient checkpointing cuts it to about one layer input per layer.
-
-# %%
-def show_fit(params_billion=7.0, gpu_gib=16, method="qlora", activation_gib=0.0, lora_fraction=0.01):
-    f = fits_on_gpu(params_billion * 1e9, gpu_gib, method, lora_fraction=lora_fraction,
-                    activation_bytes=int(activation_gib * GIB))
-    parts = ", ".join(f"{k} {v / GIB:.1f}" for k, v in f.breakdown.items() if k != "total")
-    verdict = "fits" if f.fits else "does NOT fit"
-    print(f"{params_billion:g}B, {method}: needs {f.needed_gib:.1f} GiB ({parts}, activations {activation_gib:.1f}) "
-          f"-> {verdict} in {gpu_gib} GiB")
-    return f
-
+# The figure answers for three common GPUs; below it, move the sliders for yours (they need a running kernel).
+# Activations are yours to add: 2.6 printed the 7B estimate for one 2,048-token sequence; gradient checkpointing
+# cuts it to about one layer input per layer.
 
 # %% tags=["nbval-ignore-output"]
-try:
-    from ipywidgets import FloatSlider, interact
+from course_utils.widgets import fit_explorer, show_fit
 
-    interact(show_fit, params_billion=FloatSlider(value=7, min=0.5, max=80, step=0.5), gpu_gib=[8, 12, 16, 24, 40, 48, 80],
-             method=["full", "lora", "qlora"], activation_gib=FloatSlider(value=0, min=0, max=40, step=0.5),
-             lora_fraction=FloatSlider(value=0.01, min=0.001, max=0.05, step=0.001, readout_format=".3f"))
-except ImportError:
-    print("ipywidgets is not installed: call show_fit(...) as in the next cell")
+fit_explorer()
 
 # %% [markdown]
 # The same answers without widgets — the seed's scenario, a 7B model on a 16 GB card:
