@@ -169,6 +169,16 @@ assert mean_e8 > 0.6, "the full fine-tune's update is mostly low-rank, which is 
 # approximation: chapter 07 measures what the rank costs in loss.
 
 # %% [markdown]
+# **Explore:** pick a weight matrix of this fine-tune and a rank r. The explorer shows the share of that matrix's
+# ||ΔW||² a rank-r LoRA could keep, next to the numbers it trains. The figure shows the same trade-off for every
+# layer type (no kernel needed); the sliders need a running kernel.
+
+# %% tags=["nbval-ignore-output"]
+from course_utils.widgets import rank_explorer
+
+rank_explorer(deltas)
+
+# %% [markdown]
 # ## 5.4 LoRA on one layer
 # `course_utils.lora.LoRALinear` wraps a frozen linear layer: forward = W0 x + B(A x) · alpha / r. PEFT's
 # initialisation: A uniform in ±1/sqrt(k), **B = 0** (chapter 06 says why).
