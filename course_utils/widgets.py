@@ -214,8 +214,10 @@ def rank_figure(deltas: Mapping):
         by_type.setdefault(name.rsplit(".", 1)[-1], []).append((shape, cumulative_energy(S).tolist()))
     ranks = list(range(1, min(len(c) for v in by_type.values() for _, c in v) + 1))
     kept = {t: [sum(c[r - 1] for _, c in v) / len(v) for r in ranks] for t, v in by_type.items()}
-    cost = {f"{t} {v[0][0][0]}x{v[0][0][1]}": [100 * r * sum(v[0][0]) / math.prod(v[0][0]) for r in ranks]
-            for t, v in by_type.items()}
+    shapes: dict[tuple, list[str]] = {}  # same cost for d x k and k x d: one line per shape
+    for t, v in by_type.items():
+        shapes.setdefault(tuple(sorted(v[0][0])), []).append(t)
+    cost = {f"{', '.join(ts)} ({k}x{d})": [100 * r * (d + k) / (d * k) for r in ranks] for (d, k), ts in shapes.items()}
     _, axes = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
     plot_lines(ranks, kept, markers=False, logx=True, ax=axes[0], title="What rank r keeps",
                xlabel="LoRA rank r (log scale)", ylabel="share of ||dW||² kept")
