@@ -91,14 +91,19 @@ def first_load(lab: LabPage) -> dict:
 
 
 def report_times(config) -> None:
-    tr = config.pluginmanager.get_plugin("terminalreporter")
-    if tr is None or not TIMES:
+    """Seconds per chapter, printed at the end of the module (and kept in .cache/browser/times.txt)."""
+    if not TIMES:
         return
-    tr.write_line("")
-    tr.write_line("browser test, seconds:   run all   widget sweep")
-    for name, t in TIMES.items():
-        tr.write_line(f"  {name:<36} {t.get('run', 0):6.1f}   {t.get('sweep', 0):6.1f}")
-    tr.write_line(f"  {'total':<36} {sum(sum(t.values()) for t in TIMES.values()):6.1f}")
+    lines = ["", "browser test, seconds:                run all   widget sweep"]
+    lines += [f"  {name:<36} {t.get('run', 0):6.1f}   {t.get('sweep', 0):6.1f}" for name, t in TIMES.items()]
+    lines.append(f"  {'total':<36} {sum(sum(t.values()) for t in TIMES.values()):6.1f}")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "times.txt").write_text("\n".join(lines) + "\n")
+    tr, capman = (config.pluginmanager.get_plugin(n) for n in ("terminalreporter", "capturemanager"))
+    if tr is not None and capman is not None:
+        with capman.global_and_fixture_disabled():
+            for line in lines:
+                tr.write_line(line)
 
 
 def fail_with_screenshot(lab: LabPage, name: str, problems: list[str]) -> None:
@@ -189,3 +194,61 @@ def chapter_problems(rep: dict, path: Path) -> list[str]:
     if absent:
         problems.append(f"headings not rendered: {absent}")
     return problems
+
+
+# ------------------------------------------------------------------------------------------------ labs
+
+# Per lab, its first answer cell (grade id), a wrong answer for it and what its test says about that answer.
+# The right answer comes from the lab's solution (solutions/<lab>/<lab>.ipynb). A new lab adds a row.
+WRONG_ANSWERS = {
+    "lab01_memory_wall": ("bytes_per_param", "def bytes_per_param(dtype):\n    return 8\n",
+                          "fp32 = 32 bits; how many bytes is that?"),
+    "lab02_lora_from_scratch": ("lora_parameter_count", "n_full = 128 * 128\nn_lora = 8 * 128\n",
+                                "A has r x in entries and B has out x r"),
+}
+
+
+def lab_cells(path: Path) -> list[dict]:
+    return json.loads(path.read_text())["cells"]
+
+
+def grade_id(cell) -> str | None:
+    return cell["metadata"].get("nbgrader", {}).get("grade_id")
+
+
+def solution_source(lab: str, gid: str) -> str:
+    for cell in lab_cells(ROOT / "solutions" / lab / f"{lab}.ipynb"):
+        if grade_id(cell) == gid:
+            return "".join(cell["source"])
+    raise AssertionError(f"solutions/{lab} has no cell {gid!r}")
+
+
+@pytest.mark.parametrize("path", LABS, ids=lambda p: p.parent.name)
+def test_lab_answers_get_their_designed_messages(lab, path):
+    """Unanswered, wrong, right: what a student sees from the first task's test cell in each case."""
+    name = path.parent.name
+    assert name in WRONG_ANSWERS, f"{name}: add its first task to WRONG_ANSWERS (grade id, a wrong answer, the hint)"
+    gid, wrong, hint = WRONG_ANSWERS[name]
+    cells = lab_cells(path)
+    answer = next(i for i, c in enumerate(cells) if grade_id(c) == gid)
+    test = next(i for i, c in enumerate(cells) if i > answer and c["metadata"].get("nbgrader", {}).get("grade"))
+    lab.open(path.relative_to(ROOT).as_posix())
+    try:
+        t0 = time.perf_counter()
+        for i, cell in enumerate(cells[:answer]):
+            if cell["cell_type"] == "code":
+                assert "Error" not in lab.run_cell(i), f"{name}: setup cell {i} fails"
+        seen = {"unanswered": lab.run_cell(answer) + lab.run_cell(test)}
+        seen["wrong"] = lab.run_cell(answer, wrong) + lab.run_cell(test)
+        seen["right"] = lab.run_cell(answer, solution_source(name, gid)) + lab.run_cell(test)
+        TIMES[name] = {"run": time.perf_counter() - t0}
+        problems = []
+        if "NotImplementedError" not in seen["unanswered"]:
+            problems.append(f"unanswered: no NotImplementedError from the stub: {seen['unanswered'][:300]}")
+        if hint not in seen["wrong"]:
+            problems.append(f"wrong answer: the test does not say {hint!r}: {seen['wrong'][:300]}")
+        if "Error" in seen["right"]:
+            problems.append(f"right answer: the test fails: {seen['right'][:300]}")
+        fail_with_screenshot(lab, name, problems)
+    finally:
+        lab.close()

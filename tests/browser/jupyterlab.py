@@ -6,6 +6,7 @@ messages (every request answered, kernel idle), the cells' execution state, the 
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -89,10 +90,22 @@ class LabServer:
 
     def api(self, path: str):
         """GET a server API path (JSON), e.g. api("api/contents/notebooks")."""
-        import json
-
         with urllib.request.urlopen(f"{self.base}/{path}?token={self.token}", timeout=30) as r:
             return json.load(r)
+
+    def post(self, path: str, body: dict):
+        req = urllib.request.Request(f"{self.base}/{path}?token={self.token}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return json.load(r)
+
+    def wait_for_kernel(self, kernel_id: str, timeout_s: float = 120) -> None:
+        """Until the kernel has started (its execution state is no longer 'starting')."""
+        deadline = time.time() + timeout_s
+        while self.api(f"api/kernels/{kernel_id}")["execution_state"] == "starting":
+            if time.time() > deadline:
+                raise TimeoutError(f"kernel {kernel_id} still starting after {timeout_s} s:\n{self.output()}")
+            time.sleep(0.2)
 
     def output(self) -> str:
         self.log.flush()
@@ -262,6 +275,30 @@ class LabPage:
         self.page.wait_for_function("() => window.__course.requests > 0", timeout=60_000, polling=50)
         self.wait_settled()
         return time.perf_counter() - t0
+
+    def run_cell(self, index: int, source: str | None = None) -> str:
+        """Select cell `index` (optionally replacing its source, as a student typing would), run it with
+        Run > Run Selected Cell, wait for the kernel; returns everything the cell printed, errors included."""
+        self.page.evaluate("""([i, src]) => {
+          const nb = window.jupyterapp.shell.currentWidget.content;
+          if (src !== null) nb.model.cells.get(i).sharedModel.setSource(src);
+          nb.activeCellIndex = i;
+          nb.deselectAll();
+        }""", [index, source])
+        self.page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-cell')")
+        self.page.wait_for_function("i => window.jupyterapp.shell.currentWidget.content.model.cells.get(i)"
+                                    ".executionCount !== null", arg=index, timeout=self.timeout_ms)
+        self.wait_settled()
+        outputs = self.page.evaluate("""i => {
+          const outs = window.jupyterapp.shell.currentWidget.content.model.cells.get(i).outputs, texts = [];
+          for (let j = 0; j < outs.length; j++) {
+            const o = outs.get(j).toJSON();
+            texts.push(o.output_type === 'error' ? `${o.ename}: ${o.evalue}\n${o.traceback.join('\n')}`
+                       : o.text !== undefined ? [].concat(o.text).join('') : JSON.stringify(o.data || {}));
+          }
+          return texts.join('\n');
+        }""", index)
+        return re.sub(r"\x1b\[[0-9;]*m", "", outputs)  # no terminal colours
 
     def report(self) -> dict:
         return self.page.evaluate(_REPORT)
