@@ -21,6 +21,8 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call
 
+from .surgery import eval_mode, train_mode
+
 
 def dense_projection_bytes(D: int, d: int, bytes_per_value: int = 4) -> int:
     """What a dense D x d float32 P would cost: the reason we do not build one."""
@@ -163,11 +165,8 @@ class ChoiceTask:
 
     @torch.no_grad()
     def accuracy(self, model) -> float:
-        was_training = model.training
-        model.eval()
-        acc = (self.scores(model).argmax(1) == self.targets).float().mean().item()
-        model.train(was_training)
-        return acc
+        with eval_mode(model):
+            return (self.scores(model).argmax(1) == self.targets).float().mean().item()
 
 
 def train_choice(model: nn.Module, task: ChoiceTask, steps: int, lr: float, batch_size: int = 32, seed: int = 0):
@@ -183,13 +182,12 @@ def train_choice(model: nn.Module, task: ChoiceTask, steps: int, lr: float, batc
     opt = torch.optim.Adam(params, lr=lr)
     g = torch.Generator().manual_seed(seed)
     losses = []
-    model.train()
-    for _ in range(steps):
-        idx = torch.randint(0, len(task), (batch_size,), generator=g)
-        loss = task.loss(model, idx)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    model.eval()
+    with train_mode(model):
+        for _ in range(steps):
+            idx = torch.randint(0, len(task), (batch_size,), generator=g)
+            loss = task.loss(model, idx)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
     return losses

@@ -15,6 +15,8 @@ from decimal import Decimal
 
 import torch
 
+from .surgery import linear_layers
+
 FLOAT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -151,17 +153,14 @@ def fake_quantize_linears(model: torch.nn.Module, quantize_fn, skip=("lm_head",)
     if not callable(quantize_fn):
         raise TypeError(f"quantize_fn must be callable (weight -> weight), got {type(quantize_fn).__name__}: "
                         "e.g. lambda w: fake_quantize(w, bits=8, blocksize=64)")
-    if isinstance(skip, str):
-        skip = (skip,)
     n = 0
-    for name, m in model.named_modules():
-        if isinstance(m, torch.nn.Linear) and name.rpartition(".")[2] not in skip and name not in skip:
-            w = quantize_fn(m.weight.data)
-            if w.shape != m.weight.shape:
-                raise ValueError(f"quantize_fn changed {name}'s weight shape {tuple(m.weight.shape)} to "
-                                 f"{tuple(w.shape)}: it must return a tensor shaped like its input")
-            m.weight.data.copy_(w)
-            n += 1
+    for name, m in _float_linears(model, skip):
+        w = quantize_fn(m.weight.data)
+        if w.shape != m.weight.shape:
+            raise ValueError(f"quantize_fn changed {name}'s weight shape {tuple(m.weight.shape)} to "
+                             f"{tuple(w.shape)}: it must return a tensor shaped like its input")
+        m.weight.data.copy_(w)
+        n += 1
     if n == 0:
         raise ValueError("no nn.Linear layer was quantized: the model has none outside `skip` "
                          f"(skip={skip}); pass a model with Linear layers or a smaller skip list")
@@ -179,14 +178,18 @@ def plant_outliers(model: torch.nn.Module, factor: float = 5.0, seed: int = 0, s
     """
     if not factor > 0:
         raise ValueError(f"factor must be > 0, got {factor!r}: e.g. 5.0 makes each outlier 5x the largest weight")
-    if isinstance(skip, str):
-        skip = (skip,)
     g = torch.Generator().manual_seed(seed)
     n = 0
-    for name, m in model.named_modules():
-        if isinstance(m, torch.nn.Linear) and name.rpartition(".")[2] not in skip and name not in skip:
-            w = m.weight.data.view(-1)
-            i = int(torch.randint(w.numel(), (1,), generator=g))
-            w[i] = factor * w.abs().max()
-            n += 1
+    for _, m in _float_linears(model, skip):
+        w = m.weight.data.view(-1)
+        i = int(torch.randint(w.numel(), (1,), generator=g))
+        w[i] = factor * w.abs().max()
+        n += 1
     return n
+
+
+def _float_linears(model: torch.nn.Module, skip) -> list:
+    # Only plain float weights can be rounded in place; the output head is left out by `skip` (by name), as
+    # bitsandbytes leaves lm_head unquantized.
+    return [(n, m) for n, m in linear_layers(model, include_head=True, skip=skip)
+            if isinstance(m, torch.nn.Linear) and m.weight.dtype.is_floating_point]

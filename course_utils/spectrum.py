@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .surgery import linear_layers
+
 
 def singular_values(M: torch.Tensor) -> torch.Tensor:
     """sigma_1 >= sigma_2 >= ... of a 2-D matrix, computed in float64 so tiny tails are not rounding noise."""
@@ -53,8 +55,8 @@ def best_rank_r(M: torch.Tensor, r: int) -> torch.Tensor:
 
 def weight_snapshot(model: nn.Module, suffixes=None) -> dict[str, torch.Tensor]:
     """Copies of the 2-D weights of the Linear layers (optionally only those whose name ends in one of `suffixes`)."""
-    return {n: m.weight.detach().clone() for n, m in model.named_modules()
-            if isinstance(m, nn.Linear) and (suffixes is None or n.rsplit(".", 1)[-1] in suffixes)}
+    return {n: m.weight.detach().clone() for n, m in linear_layers(model, include_head=True, suffixes=suffixes)
+            if isinstance(m, nn.Linear)}
 
 
 def weight_deltas(before: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:

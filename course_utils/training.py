@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .surgery import eval_mode, train_mode
+
 IGNORE = -100  # the label value torch's cross-entropy skips
 
 
@@ -125,59 +127,53 @@ def train(model, batches, steps: int, lr: float = 1e-3, weight_decay: float = 0.
         return 1.0
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    model.train()
     result = TrainResult()
     bar = range(steps)
     if progress:
         bar = progress_bar(bar, desc=progress if isinstance(progress, str) else "training")
     it = iter(batches)
-    for step in bar:
-        batch = next(it)
-        loss = model(**batch).loss
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"Loss became {loss.item()} at step {step}. Lower the learning rate (now {lr}), keep gradient "
-                "clipping on, and on CPU train in float32 (float16 overflows without a loss scaler)."
-            )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip:
-            torch.nn.utils.clip_grad_norm_(params, clip)
-        opt.step()
-        sched.step()
-        result.losses.append(loss.item())
-        result.lrs.append(sched.get_last_lr()[0])
-        if progress and step % 10 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    model.eval()
+    with train_mode(model):
+        for step in bar:
+            batch = next(it)
+            loss = model(**batch).loss
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"Loss became {loss.item()} at step {step}. Lower the learning rate (now {lr}), keep gradient "
+                    "clipping on, and on CPU train in float32 (float16 overflows without a loss scaler)."
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(params, clip)
+            opt.step()
+            sched.step()
+            result.losses.append(loss.item())
+            result.lrs.append(sched.get_last_lr()[0])
+            if progress and step % 10 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}")
     return result
 
 
 @torch.no_grad()
 def eval_loss(model, batch) -> float:
     """Mean next-token loss on one encoded batch (eval mode, no dropout)."""
-    was_training = model.training
-    model.eval()
-    loss = model(**batch).loss.item()
-    model.train(was_training)
-    return loss
+    with eval_mode(model):
+        return model(**batch).loss.item()
 
 
 @torch.no_grad()
 def generate(model, tokenizer, prompt: str, max_new_tokens: int = 24, stop_at_eos: bool = True) -> str:
     """Greedy continuation of `prompt` (deterministic, so notebooks can store and compare it)."""
-    was_training = model.training
-    model.eval()
     ids = tokenizer(prompt, return_tensors="pt").input_ids
-    out = model.generate(
-        ids,
-        attention_mask=torch.ones_like(ids),
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id if stop_at_eos else None,
-    )
-    model.train(was_training)
+    with eval_mode(model):
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id if stop_at_eos else None,
+        )
     return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
 
 
@@ -205,10 +201,8 @@ def choice_accuracy(model, tokenizer, prompts, answers, choices=None) -> float:
         raise ValueError(f"choices {choices} share a first token; choice_accuracy needs distinct first tokens")
     enc = [tokenizer(p).input_ids for p in prompts]
     batch = _pad(enc, enc, tokenizer.pad_token_id)
-    was_training = model.training
-    model.eval()
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    model.train(was_training)
+    with eval_mode(model):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     last = batch["attention_mask"].sum(1) - 1
     scores = logits[torch.arange(len(prompts)), last][:, first]
     pred = [choices[i] for i in scores.argmax(1).tolist()]

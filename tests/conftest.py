@@ -1,35 +1,13 @@
-"""Suite-wide setup: caches inside the repo, hub offline, network blocked here and in every subprocess."""
+"""Fixtures shared by the test files (the environment itself is set up by the root conftest.py)."""
 from __future__ import annotations
-
-import os
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-from course_utils.paths import notebook_env  # noqa: E402
-
-# The same environment scripts/execute_notebooks.py stores outputs under, so nbval compares like with like.
-# (Computed before clearing: notebook_env() builds on the caller's environment, PATH included.)
-_env = notebook_env()
-os.environ.clear()
-os.environ.update(_env)
-
-from course_utils.paths import set_cache_env  # noqa: E402
-from course_utils.netguard import block_network  # noqa: E402
-
-set_cache_env(force=True)
-block_network()
-
 
 def pytest_collection_modifyitems(config, items):
-    try:
-        import torch
+    import torch
 
-        has_cuda = torch.cuda.is_available()
-    except ImportError:
-        has_cuda = False
+    has_cuda = torch.cuda.is_available()
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU (runs on the GPU path only)")
     for item in items:
         if "gpu" in item.keywords and not has_cuda:

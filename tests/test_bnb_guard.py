@@ -20,8 +20,8 @@ import torch
 import course_utils
 from course_utils import bnb_guard, nf4
 
-pytest.importorskip("bitsandbytes")
-pytest.importorskip("peft")
+import bitsandbytes  # noqa: E402,F401  (pinned: a broken install must fail, not skip)
+import peft  # noqa: E402,F401
 import bitsandbytes.functional as F  # noqa: E402
 from peft import LoraConfig, get_peft_model  # noqa: E402
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig  # noqa: E402
@@ -125,14 +125,12 @@ def train(model, ids, steps=6):
 
 @pytest.mark.slow  # a fresh interpreter importing bitsandbytes: 5-11 s on 2 cores
 def test_install_is_cheap_idempotent_and_patches_on_import():
-    # Expected: `import course_utils` does not import bitsandbytes, installs one hook however often install() is
+    # Expected: `import course_utils` imports neither torch nor bitsandbytes (seconds each), installs one hook however often install() is
     # called, and the hook patches bitsandbytes.nn.modules the moment it is imported.
     code = textwrap.dedent("""
-        import sys, time
-        t = time.perf_counter()
+        import sys
         import course_utils
         from course_utils import bnb_guard
-        took = time.perf_counter() - t
         assert "bitsandbytes" not in sys.modules and "torch" not in sys.modules, sorted(sys.modules)[:5]
         for _ in range(3):
             bnb_guard.install()
@@ -146,14 +144,12 @@ def test_install_is_cheap_idempotent_and_patches_on_import():
         assert not any(type(f).__name__ == "_ImportHook" for f in sys.meta_path)
         bnb_guard.install()  # after the import: patches in place, no new hook
         assert not any(type(f).__name__ == "_ImportHook" for f in sys.meta_path)
-        print(f"{took:.3f}", s["dequant_fix"])
+        print(s["dequant_fix"])
     """)
     env = {k: v for k, v in os.environ.items() if k != bnb_guard.ENV_SWITCH}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    took, fix = out.stdout.split()
-    assert float(took) < 1.0  # import course_utils with the guard: ~0.05 s (bitsandbytes alone takes seconds)
-    assert fix in ("applied", "not needed")
+    assert out.stdout.strip() in ("applied", "not needed")  # cheap: importing course_utils imports neither
 
     off = subprocess.run([sys.executable, "-c", "import course_utils, sys\nfrom course_utils import bnb_guard\n"
                           "print(bnb_guard.status()['guard_installed'])"],
@@ -193,8 +189,11 @@ def test_dequantize_fix_for_rows_that_split_a_block():
     packed, state = F.quantize_4bit(w, blocksize=64, compress_statistics=False, quant_type="nf4")
     with bnb_guard.disabled():
         native = F.dequantize_4bit(packed, state)
+        rows_wrong = not torch.equal(native, ref_row := nf4.dequantize_nf4(nf4.quantize_nf4(w, double_quant=False)))
     good = F.dequantize_4bit(packed, state)
-    assert (native - w).abs().mean() > 2 * (good - w).abs().mean()  # measured 0.168 vs 0.073
+    assert torch.equal(good, ref_row)
+    if rows_wrong:  # the AVX512 kernel's bug; AVX2-only machines get rows right and only 1-D shapes wrong
+        assert (native - w).abs().mean() > 2 * (good - w).abs().mean()  # measured 0.168 vs 0.073
 
 
 # ------------------------------------------------------------------------------------------------ QLoRA end to end

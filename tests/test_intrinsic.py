@@ -1,4 +1,4 @@
-"""course_utils.intrinsic (random-subspace training, d90) and course_utils.spectrum (SVD energy of a weight update)."""
+"""course_utils.intrinsic: random-subspace training and the intrinsic dimension d90."""
 from __future__ import annotations
 
 import math
@@ -9,22 +9,11 @@ import torch.nn as nn
 
 from course_utils.intrinsic import (ChoiceTask, RandomSubspace, dense_projection_bytes, fraction_of_full,
                                     intrinsic_dimension, log_grid, train_choice)
-from course_utils.paths import MODEL_DIR
-from course_utils.spectrum import (best_rank_r, cumulative_energy, energy_captured, rank_for_energy,
-                                   singular_values, weight_deltas, weight_snapshot)
 
 
 @pytest.fixture(scope="module")
-def model_and_tok():
-    """The pretrained course model if it is there, else the random-init architecture with the course tokenizer."""
-    from course_utils.models import load_course_model, tiny_llama
-
-    if (MODEL_DIR / "config.json").exists():
-        return load_course_model()
-    from course_utils import data  # pragma: no cover - only before the course model is built
-    from course_utils.tokenizer import train_tokenizer
-
-    return tiny_llama(0), train_tokenizer(data.texts("pretrain")[:2000])
+def model_and_tok(course_model):
+    return course_model
 
 
 def small_net():
@@ -205,73 +194,3 @@ def test_train_choice_refuses_a_frozen_model(model_and_tok):
     frozen.w = nn.Parameter(torch.zeros(1), requires_grad=False)
     with pytest.raises(ValueError, match="nothing in this model requires grad.*Fix"):
         train_choice(frozen, task, steps=1, lr=0.1)
-
-
-# --- spectrum ------------------------------------------------------------------------------------------------
-
-def test_energy_of_a_known_matrix():
-    M = torch.diag(torch.tensor([4.0, 3.0, 0.0]))
-    assert singular_values(M).tolist() == [4.0, 3.0, 0.0]
-    assert energy_captured(M, 1) == pytest.approx(16 / 25)
-    assert cumulative_energy(singular_values(M))[-1].item() == pytest.approx(1.0)
-    assert rank_for_energy(M, 0.6) == 1 and rank_for_energy(M, 0.65) == 2 and rank_for_energy(M, 1.0) == 2
-
-
-def test_a_rank_r_product_has_all_its_energy_in_r_directions():
-    torch.manual_seed(0)
-    B, A = torch.randn(40, 3), torch.randn(3, 30)
-    assert energy_captured(B @ A, 3) == pytest.approx(1.0, abs=1e-9)
-    assert rank_for_energy(B @ A, 0.999) <= 3
-
-
-def test_best_rank_r_error_is_the_discarded_energy():
-    # Eckart-Young: ||M - M_r||_F^2 / ||M||_F^2 = 1 - energy_captured(M, r)
-    torch.manual_seed(0)
-    M = torch.randn(20, 12)
-    for r in (1, 4, 12):
-        err = ((M - best_rank_r(M, r)).norm() / M.norm()) ** 2
-        assert err.item() == pytest.approx(1 - energy_captured(M, r), abs=1e-5)
-
-
-def test_spectrum_errors_name_the_fix():
-    with pytest.raises(ValueError, match="2-D matrix.*Fix"):
-        singular_values(torch.ones(3))
-    with pytest.raises(ValueError, match="all zeros.*Fix"):
-        energy_captured(torch.zeros(3, 3), 1)
-    with pytest.raises(ValueError, match="r must be between 1 and 3"):
-        energy_captured(torch.eye(3), 4)
-    with pytest.raises(ValueError, match=r"fraction must be in \(0, 1\].*Fix"):
-        rank_for_energy(torch.eye(3), 1.5)
-
-
-def test_weight_deltas_are_after_minus_before():
-    net = small_net()
-    before = weight_snapshot(net)
-    assert set(before) == {"0", "2"}
-    with torch.no_grad():
-        net[2].weight += 0.5
-    deltas = weight_deltas(before, net)
-    assert torch.allclose(deltas["2"], torch.full((3, 4), 0.5)) and torch.equal(deltas["0"], torch.zeros(4, 5))
-    assert set(weight_snapshot(net, suffixes=["2"])) == {"2"}
-    with pytest.raises(KeyError, match="not in this model.*Fix"):
-        weight_deltas({"missing": torch.zeros(1)}, net)
-
-
-# --- plots -----------------------------------------------------------------------------------------------------
-
-def test_plot_helpers_label_everything():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from course_utils.plots import plot_intrinsic_curves, plot_spectrum
-
-    ax = plot_intrinsic_curves({"a": ([1, 10, 100], [0.1, 0.95, 1.0]), "b": ([1, 10], [0.0, 0.2])},
-                               title="t", marks={"a": 10, "b": None})
-    assert ax.get_title() == "t" and ax.get_xscale() == "log" and ax.get_ylabel()
-    axes = plot_spectrum({"x": singular_values(torch.randn(8, 8))}, title="s", r=2)
-    assert all(a.get_xlabel() and a.get_ylabel() for a in axes)
-    with pytest.raises(ValueError, match="curves is empty"):
-        plot_intrinsic_curves({}, title="t")
-    plt.close("all")

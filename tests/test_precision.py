@@ -1,32 +1,19 @@
 """course_utils.precision: float formats, exact stored values, vanishing updates, error through depth, and the
-whole-model quantization helpers notebook 03 relies on. Also smoke-tests the shared plotting helpers."""
+whole-model quantization helpers notebook 03 relies on."""
 from __future__ import annotations
 
 import math
 from decimal import Decimal
-from pathlib import Path
 
-import matplotlib
 import pytest
 import torch
 
 from course_utils import precision as P
 
-matplotlib.use("Agg")
-
-MODEL_CONFIG = Path(__file__).resolve().parents[1] / "course_utils" / "assets" / "course_model" / "config.json"
-
-
 @pytest.fixture
-def fresh_model():
-    """A model we may modify: the pretrained course model if it is built, else the random-init one."""
-    if MODEL_CONFIG.exists():
-        from course_utils.models import load_course_model
-
-        return load_course_model()[0]
-    from course_utils.models import tiny_llama
-
-    return tiny_llama()
+def fresh_model(fresh_course_model):
+    """A copy of the course model that a test may modify."""
+    return fresh_course_model[0]
 
 
 # ------------------------------------------------------------------------------------------- formats
@@ -53,7 +40,7 @@ def test_unknown_format_names_the_fix():
 
 # ------------------------------------------------------------------------------------------- stored values
 
-def test_the_seed_example_is_stored_as_exactly_7_125_in_both_16_bit_formats():
+def test_7_125_is_stored_exactly_in_both_16_bit_formats():
     assert P.stored_value(7.123456789, "fp16") == Decimal("7.125")
     assert P.stored_value(7.123456789, "bf16") == Decimal("7.125")
     assert P.stored_value(7.123456789, "fp32") == Decimal("7.1234569549560546875")
@@ -162,32 +149,3 @@ def test_planted_outliers_break_per_tensor_int4_but_not_blockwise(fresh_model):
 def test_plant_outliers_rejects_a_non_positive_factor(fresh_model):
     with pytest.raises(ValueError, match="factor"):
         P.plant_outliers(fresh_model, factor=0)
-
-
-# ------------------------------------------------------------------------------------------- plots
-
-def test_plot_helpers_draw_and_demand_labels():
-    import matplotlib.pyplot as plt
-
-    from course_utils import plots
-
-    ax = plots.plot_loss_curves({"a": [3, 2, 1]}, title="t", smooth=2)
-    assert ax.get_xlabel() and ax.get_ylabel() and len(ax.lines) == 2
-    ax = plots.plot_stacked_bars(["7B", "13B"], {"w": [1, 2], "g": [1, 2]}, title="t", xlabel="x", ylabel="GiB",
-                                 hline=3, hline_label="GPU")
-    assert ax.get_legend() is not None
-    with pytest.raises(ValueError, match="ylabel"):
-        plots.plot_bars(["a"], [1], title="t", xlabel="x", ylabel="")
-    with pytest.raises(ValueError, match="one label per bar"):
-        plots.plot_bars(["a", "b"], [1], title="t", xlabel="x", ylabel="y")
-    plt.close("all")
-
-
-def test_text_table_aligns_and_truncates():
-    from course_utils.plots import moving_average, text_table
-
-    out = text_table([["a", "x" * 10], ["bb", "line\nbreak"]], ["k", "v"], max_width=6).splitlines()
-    assert out[0].startswith("k   v") and out[2] == "a   xxxxx…" and "⏎" in out[3]
-    assert moving_average([1, 3, 5], 2) == [1, 2, 4]
-    with pytest.raises(ValueError, match="2 headers"):
-        text_table([[1]], ["a", "b"])

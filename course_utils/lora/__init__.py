@@ -3,7 +3,7 @@
     layer.py     LoRALinear: the frozen W0 plus named adapters (A, B, scaling), merge/unmerge
     inject.py    add_lora (target matching as PEFT does it), set_adapter, disable_adapters, merge_lora
     saving.py    lora_state_dict, save_adapter/load_adapter (.safetensors), adapter_size_bytes
-    counting.py  count_parameters, trainable_report (PEFT's print_trainable_parameters line)
+    count_parameters, trainable_report: course_utils.surgery's (PEFT's print_trainable_parameters rule)
 
 Differences from PEFT worth knowing: `add_lora` activates the adapter it adds (PEFT's `add_adapter` does not), one
 adapter is active at a time, and merging twice / unmerging an unmerged layer raise instead of warning.
@@ -15,7 +15,7 @@ Hooks for bases that are not plain nn.Linear (the QLoRA chapter: course_utils.nf
   non-float base refuses to merge, naming the fix;
 - `module.logical_param_count()` tells count_parameters how many parameters a module's subtree stands for.
 """
-from .counting import count_parameters, trainable_report
+from ..surgery import count_parameters, trainable_report
 from .inject import (add_lora, disable_adapters, lora_layers, merge_and_unload, merge_lora, set_adapter,
                      unmerge_lora)
 from .layer import ALL_LINEAR, INITS, AdapterSpec, LoRALinear, is_linear_like

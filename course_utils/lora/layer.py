@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..surgery import is_linear_like
+
 ALL_LINEAR = "all-linear"
 INITS = ("default", "gaussian", "nonzero_B")  # nonzero_B exists only to show what B = 0 buys (notebook 06)
 
@@ -46,17 +48,6 @@ def _validate(r, alpha, dropout, init) -> str:
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got init={init!r}. Fix: use init='default' (PEFT's).")
     return init
-
-
-def is_linear_like(module: nn.Module) -> bool:
-    """nn.Linear, or a frozen layer that behaves like one (NF4Linear, bitsandbytes Linear4bit)."""
-    if isinstance(module, LoRALinear):
-        return False
-    if isinstance(module, nn.Linear):
-        return True
-    return (isinstance(getattr(module, "in_features", None), int)
-            and isinstance(getattr(module, "out_features", None), int)
-            and (hasattr(module, "weight") or callable(getattr(module, "dequantized_weight", None))))
 
 
 def _is_float_linear(module: nn.Module) -> bool:

@@ -252,11 +252,12 @@ qlora = quantize_model(load_course_model()[0])
 n_4bit = sum(layer.logical_param_count() for _, layer in nf4_layers(qlora))
 add_lora(qlora, "all-linear", r=8, alpha=16)
 opt = one_optimizer_step(qlora)
-n = memory.count_params(qlora)  # parameters only: the 4-bit weights are buffers, so "frozen" is the fp32 rest
-predicted["QLoRA"] = memory.qlora_bytes(n_4bit, n["frozen"], n["trainable"], other_dtype="fp32")
+n = memory.count_params(qlora)  # a 4-bit weight counts as the parameters it stands for
+n_fp32 = n["frozen"] - n_4bit  # embeddings, norms and lm_head stay in fp32
+predicted["QLoRA"] = memory.qlora_bytes(n_4bit, n_fp32, n["trainable"], other_dtype="fp32")
 measured["QLoRA"] = memory.measure_training_bytes(qlora, opt)
-print(f"{n_4bit:,} weights in NF4, {n['frozen']:,} frozen in fp32 ({n['frozen'] / (n_4bit + n['frozen']):.0%} of the "
-      f"base), {n['trainable']:,} trainable")
+print(f"{n_4bit:,} weights in NF4, {n_fp32:,} frozen in fp32 ({n_fp32 / n['frozen']:.0%} of the base), "
+      f"{n['trainable']:,} trainable")
 
 # %%
 rows = []

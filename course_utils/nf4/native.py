@@ -1,13 +1,13 @@
-"""Optional C kernel for NF4 dequantization on CPU, compiled on first use; the torch code in nf4.py is the reference.
+"""The optional C kernel for NF4 dequantization on CPU (nf4_dequantize.c beside this file), compiled on first use.
 
-    from course_utils import nf4_native
-    nf4_native.status()      # 'native (cc -O3 -mssse3 ...)' or why not, e.g. 'off: no C compiler (cc) found'
+    from course_utils.nf4 import native
+    native.status()      # 'native (cc -O3 -mssse3 ...)' or why not, e.g. 'off: no C compiler (cc) found'
 
-`course_utils.nf4.dequantize_nf4` goes through `call` when `usable()`, else through its own torch path. Both
-give the same bits: the kernel computes level * absmax in float32 exactly as torch does, and rounds to bfloat16
-the way torch does (nearest, ties to even). The library is built once per source/compiler/flags into
-.cache/native/ (inside the repo), checked against the torch path on a small tensor, and only then used.
-COURSE_NF4_NATIVE=0 turns it off; CC picks the compiler (default `cc`).
+fast.dequantize goes through `call` when `usable()`, else through its torch path. Both give reference.py's bits:
+the kernel computes level * absmax in float32 exactly as torch does, and rounds to bfloat16 the way torch does
+(nearest, ties to even). The library is built once per source/compiler/flags into .cache/native/ (inside the
+repo), checked against reference.dequantize on small tensors, and only then used. COURSE_NF4_NATIVE=0 turns it
+off; CC picks the compiler (default `cc`).
 """
 from __future__ import annotations
 
@@ -19,12 +19,14 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
-from .paths import CACHE_DIR
+from ..runtime.paths import CACHE_DIR
+from . import reference
 
-SOURCE = Path(__file__).resolve().parent / "native" / "nf4_dequantize.c"
+SOURCE = Path(__file__).resolve().parent / "nf4_dequantize.c"
 ENV = "COURSE_NF4_NATIVE"
 OUT_DTYPES = (torch.float32, torch.bfloat16)  # float16 output takes the torch path
 
@@ -79,7 +81,11 @@ def load(path: Path):
 
 
 def call(fn, q, levels: torch.Tensor, dmap: torch.Tensor, out: torch.Tensor, lo: int, hi: int) -> None:
-    """out[lo:hi] for whole blocks lo/bs .. hi/bs of q (an NF4Tensor); out is the flat float32/bfloat16 result."""
+    """out[lo:hi] for whole blocks lo/bs .. hi/bs of q; out is the flat float32/bfloat16 result.
+
+    q: an NF4Tensor or anything with its fields (codes, absmax, blocksize, double_quant, and under double
+    quantization absmax_scale, absmax_offset, dq_blocksize). levels: the 16 levels indexed by code.
+    """
     if q.double_quant:
         stats = (None, q.absmax.data_ptr(), dmap.data_ptr(), q.absmax_scale.data_ptr(), float(q.absmax_offset),
                  q.dq_blocksize)
@@ -102,19 +108,21 @@ def usable(q, out: torch.Tensor) -> bool:
 
 
 def _self_test(fn) -> str | None:
-    """Run the fresh build against the torch path once; any difference -> don't use it (and say why)."""
-    from . import nf4
-
+    """Run a fresh build against reference.dequantize once; any difference -> don't use it (and say why)."""
     g = torch.Generator().manual_seed(0)
+    levels, dmap = reference.nf4_codebook(), reference.dynamic_map()
     for dq in (False, True):
         for dtype in OUT_DTYPES:
             w = (torch.randn(37, 128, generator=g) * 3).to(dtype)
-            q = nf4.quantize_nf4(w, 64, dq)
-            ref = nf4._dequantize_torch(q, dtype)
-            out = torch.empty(q.numel, dtype=dtype)
-            call(fn, q, nf4._code(q.quant_type), nf4._dynamic_map(), out, 0, q.numel)
-            if not torch.equal(out, ref.view(-1)):
-                return f"self-test differs from the torch path (double_quant={dq}, {dtype})"
+            codes, absmax = reference.quantize(w, 64)
+            q = SimpleNamespace(codes=codes, absmax=absmax, blocksize=64, double_quant=dq, dq_blocksize=256)
+            if dq:
+                q.absmax, q.absmax_scale, q.absmax_offset = reference.double_quantize(absmax, 256)
+                absmax = reference.dequantize_absmax(q.absmax, q.absmax_scale, q.absmax_offset, 256)
+            out = torch.empty(w.numel(), dtype=dtype)
+            call(fn, q, levels, dmap, out, 0, w.numel())
+            if not torch.equal(out, reference.dequantize(codes, absmax, (w.numel(),), 64, "nf4", dtype)):
+                return f"self-test differs from reference.dequantize (double_quant={dq}, {dtype})"
     return None
 
 

@@ -1,10 +1,9 @@
-/* NF4 / FP4 dequantization for CPU: the same arithmetic as course_utils/nf4.py's dequantize_nf4, in one pass.
+/* NF4 / FP4 dequantization for CPU: reference.py's dequantize (level[code] * block absmax) in one pass.
 
-   Why C at all: dequantizing is a 16-entry table lookup and a multiply per value. In plain torch that is four
-   passes (widen the codes, gather, scale, round to bfloat16) of small ops, ~2.5x the time of bitsandbytes' native
-   kernel; here it is one pass, as in bitsandbytes. course_utils compiles this file on first use with the system C
-   compiler (course_utils/nf4_native.py) and falls back to the torch code when there is none. Tests check that
-   both give the same bits.
+   Why C at all: dequantizing is a 16-entry table lookup and a multiply per value. In plain torch that is several
+   passes over memory (widen the codes, gather, scale, round to bfloat16); here it is one, as in bitsandbytes'
+   native kernel. native.py compiles this file on first use with the system C compiler and checks it against
+   reference.py; without a compiler fast.py's torch path runs. tests/test_nf4_fast.py checks both give the same bits.
 
    Per block of bs values: absmax (from its 8-bit code under double quantization), the 16 products
    level[k] * absmax in float32 (rounded once to bfloat16 for bfloat16 output), then one lookup per 4-bit code.

@@ -5,7 +5,8 @@ compared line by line:
 
     weights          every stored weight: the frozen base (bf16, fp32 or NF4) plus the trainable ones
     gradients        one gradient per *trainable* parameter, in the dtype of that parameter
-    optimizer_state  Adam keeps two fp32 moments (m and v) per trainable parameter: 8 bytes
+    optimizer_state  Adam keeps two moments (m and v) per trainable parameter, in the dtype of the weights it
+                     updates: fp32 (8 bytes), because mixed precision updates the fp32 master copy
     master_weights   mixed precision keeps an fp32 copy of 16-bit trainable weights for the update
     total            the sum
 
@@ -41,7 +42,7 @@ _DTYPE_ALIASES = {
 
 # Bytes of optimizer state per trainable parameter.
 OPTIMIZER_BYTES = {
-    "adam": 8,          # m and v, both fp32
+    "adam": 8,          # m and v, fp32 like the master weights they update
     "adamw": 8,         # same state as Adam; only the weight-decay rule differs
     "adam8bit": 2,      # bitsandbytes 8-bit Adam: m and v as int8 (block constants ignored)
     "sgd_momentum": 4,  # one fp32 momentum buffer
@@ -57,7 +58,7 @@ def nf4_bits_per_param(blocksize: int = 64, double_quant: bool = True) -> float:
 
     One formula for the whole course: it is course_utils.nf4's, whose quantizer the storage is measured from.
     """
-    from .nf4 import bits_per_parameter
+    from ..nf4 import bits_per_parameter
 
     return bits_per_parameter(blocksize, double_quant)
 
@@ -72,7 +73,7 @@ def bytes_per_param(dtype, blocksize: int = 64, double_quant: bool = True) -> fl
 
 BYTES["nf4"] = nf4_bits_per_param() / 8  # 4.127 bits = 0.515875 B with the QLoRA defaults
 BYTES["fp4"] = BYTES["nf4"]
-_bytes_per_param = bytes_per_param  # model_memory_gb's argument keeps the seed's name and shadows it
+_bytes_per_param = bytes_per_param  # model_memory_gb's argument has the same name and shadows it
 
 
 def full_finetune_bytes(n_params, weight_dtype="bf16", optimizer: str = "adam", master_weights: bool = True,
@@ -151,7 +152,7 @@ def lora_param_count(shapes_or_model, r: int, target_modules: Iterable[str] | No
 
 
 def model_memory_gb(params, bytes_per_param) -> float:
-    """The seed's helper: memory of `params` numbers at `bytes_per_param` each, in GiB (1024**3 bytes)."""
+    """The classic back-of-the-envelope helper: memory of `params` numbers at `bytes_per_param` each, in GiB (1024**3 bytes)."""
     n = _count(params, "params")
     if isinstance(bytes_per_param, str):
         bytes_per_param = _bytes_per_param(bytes_per_param)
@@ -194,89 +195,13 @@ def fits_on_gpu(model_params, gpu_gb, method: str = "full", *, n_lora=None, lora
     return Fit(needed <= gpu_gb, needed, float(gpu_gb), method, parts)
 
 
-# ---------------------------------------------------------------------------------------------- measurement
+def activation_estimate_bytes(layers, hidden, tokens, numbers_per_hidden: float = 17.0, bytes_per_number: int = 2) -> float:
+    """Activations of one training step: layers x tokens x hidden x numbers stored per hidden unit x bytes.
 
-def measure_training_bytes(model, optimizer=None, include_buffers: bool = True) -> dict:
-    """Bytes really held by a model's parameters, their .grad tensors and the optimizer's state.
-
-    Call it after at least one optimizer step (Adam allocates m and v lazily). Tensors sharing storage (tied
-    embeddings, views) are counted once. 4-bit bitsandbytes weights count their packed bytes plus their
-    quantization state (absmax, code, nested constants) via `quant_state_bytes`. Buffers count as weights
-    (include_buffers): a quantized layer may keep its 4-bit codes in buffers; a Llama's only buffer, the rotary
-    inv_freq, is a few dozen bytes.
-    master_weights is 0: a plain fp32 model has no separate copy, and an optimizer that keeps one shows it
-    in optimizer_state.
+    17 numbers per hidden unit per token is Korthikanti et al.'s GPT-block count (34 bytes at 16 bits, attention
+    scores not stored); notebook 02 measures the Llama block's own number and passes it in.
     """
-    seen: set = set()
-    weights = gradients = state = 0
-    params = list(model.parameters())
-    for p in params:
-        weights += _storage_bytes(p, seen)
-        weights += quant_state_bytes(getattr(p, "quant_state", None), seen)
-    if include_buffers:
-        for b in model.buffers():
-            weights += _storage_bytes(b, seen)
-    for p in params:
-        if p.grad is not None:
-            gradients += _storage_bytes(p.grad, seen)
-    if optimizer is not None:
-        for per_param in optimizer.state.values():
-            for value in per_param.values():
-                if hasattr(value, "untyped_storage"):
-                    state += _storage_bytes(value, seen)
-    return _result(weights=weights, gradients=gradients, optimizer_state=state, master_weights=0)
-
-
-def quant_state_bytes(quant_state, seen: set | None = None) -> int:
-    """Bytes of a bitsandbytes QuantState's constants (absmax, code, offset and the nested state2).
-
-    The hook for QLoRA measurement: course_utils.nf4 can pass its own state objects as long as they expose
-    the same attribute names.
-    """
-    if quant_state is None:
-        return 0
-    seen = set() if seen is None else seen
-    total = 0
-    for name in ("absmax", "code", "offset"):
-        t = getattr(quant_state, name, None)
-        if hasattr(t, "untyped_storage"):
-            total += _storage_bytes(t, seen)
-    return total + quant_state_bytes(getattr(quant_state, "state2", None), seen)
-
-
-def count_params(model) -> dict:
-    """{"trainable": n, "frozen": n} -- what the predictors need (4-bit weights count their true numel)."""
-    out = {"trainable": 0, "frozen": 0}
-    for p in model.parameters():
-        qs = getattr(p, "quant_state", None)
-        n = math.prod(qs.shape) if qs is not None and getattr(qs, "shape", None) is not None else p.numel()
-        out["trainable" if p.requires_grad else "frozen"] += n
-    return out
-
-
-def compare(predicted: Mapping, measured: Mapping) -> dict:
-    """Relative error of each component, (measured - predicted) / predicted (0 where both are 0)."""
-    out = {}
-    for key in (*COMPONENTS, "total"):
-        p, m = predicted[key], measured[key]
-        out[key] = 0.0 if p == m else ((m - p) / p if p else math.inf)
-    return out
-
-
-def explain_mismatch(got: Mapping, expected: Mapping, tol_bytes: float = 1.0, n_params=None) -> str:
-    """'' when every component agrees within tol_bytes, else one line per wrong component (for test messages)."""
-    if not isinstance(got, Mapping):
-        return f"expected a dict with keys {(*COMPONENTS, 'total')}, got {type(got).__name__}"
-    missing = [k for k in (*COMPONENTS, "total") if k not in got]
-    if missing:
-        return f"your dict lacks the key(s) {missing}: return all of {(*COMPONENTS, 'total')}"
-    lines = []
-    for key in (*COMPONENTS, "total"):
-        g, e = got[key], expected[key]
-        if abs(g - e) > max(tol_bytes, 1e-9 * abs(e)):
-            per = f" ({g / n_params:g} vs {e / n_params:g} bytes/param)" if n_params else ""
-            lines.append(f"{key}: got {g:,.0f}, expected {e:,.0f}{per}")
-    return "; ".join(lines)
+    return layers * hidden * tokens * numbers_per_hidden * bytes_per_number
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -314,21 +239,12 @@ def _result(**parts) -> dict:
     return out
 
 
-def _storage_bytes(t, seen: set) -> int:
-    storage = t.untyped_storage()
-    key = (storage.data_ptr(), storage.nbytes()) if storage.data_ptr() else id(storage)
-    if key in seen:
-        return 0
-    seen.add(key)
-    return storage.nbytes()
-
-
 def _linear_shapes(obj):
-    """A model -> {name: (out, in)} of its nn.Linear layers; mappings and lists pass through."""
+    """A model -> {name: (out, in)} of its linear layers (lm_head included); mappings and lists pass through."""
     if hasattr(obj, "named_modules"):
-        import torch.nn as nn
+        from ..surgery import linear_layers
 
-        return {name: (m.out_features, m.in_features) for name, m in obj.named_modules() if isinstance(m, nn.Linear)}
+        return {name: (m.out_features, m.in_features) for name, m in linear_layers(obj, include_head=True)}
     if isinstance(obj, Mapping):
         return dict(obj)
     return list(obj)
@@ -349,29 +265,3 @@ def _shape(shape) -> tuple[int, int]:
     if out_f <= 0 or in_f <= 0:
         raise ValueError(f"shape dimensions must be positive, got {shape!r}")
     return out_f, in_f
-
-
-def saved_activation_bytes(model, batch) -> int:
-    """Measured bytes of the tensors autograd keeps for backward (weights excluded): one step's activations."""
-    import torch
-
-    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    saved = {}
-
-    def keep(t):
-        if t.untyped_storage().data_ptr() not in weights:
-            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
-        model(**batch)
-    return sum(saved.values())
-
-
-def activation_estimate_bytes(layers, hidden, tokens, numbers_per_hidden: float = 17.0, bytes_per_number: int = 2) -> float:
-    """Activations of one training step: layers x tokens x hidden x numbers stored per hidden unit x bytes.
-
-    17 numbers per hidden unit per token is Korthikanti et al.'s GPT-block count (34 bytes at 16 bits, attention
-    scores not stored); notebook 02 measures the Llama block's own number and passes it in.
-    """
-    return layers * hidden * tokens * numbers_per_hidden * bytes_per_number

@@ -49,7 +49,7 @@ def collect() -> tuple[list[tuple[str, str]], list[str]]:
     device = "cuda: " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
     rows.append(("device", device))
     rows.append(("bitsandbytes guard", _guard_line(problems)))
-    from . import nf4_native
+    from ..nf4 import native as nf4_native
 
     rows.append(("NF4 dequantize", _nf4_line(nf4_native.status())))  # no compiler is fine: torch is just slower
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
@@ -57,7 +57,7 @@ def collect() -> tuple[list[tuple[str, str]], list[str]]:
                  else "ONLINE (COURSE_ONLINE=1): models may be downloaded from the Hugging Face hub"))
 
     from .manifest import verify_manifest
-    from .models import COURSE_MODEL_ENV, resolve_model_source, timed_load
+    from ..models import COURSE_MODEL_ENV, resolve_model_source, timed_load
 
     bad = verify_manifest()
     rows.append(("course model checksum", "ok" if not bad else f"{len(bad)} problem(s)"))

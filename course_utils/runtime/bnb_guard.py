@@ -33,9 +33,10 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import sys
 import warnings
+
+from . import switches
 
 TARGET = "bitsandbytes.nn.modules"
 _REPACK = "_convert_weight_packed_for_cpu"
@@ -115,14 +116,19 @@ def _dequantize_4bit_cpu(A, absmax, blocksize, quant_type, shape, dtype):
 
 
 def _dequant_is_wrong() -> bool:
-    """Probe: 2 rows of 96 with blocksize 64 (three blocks, the middle one spans both rows)."""
+    """Probe both bugs: 2 rows of 96 with blocksize 64 (the middle block spans both rows), and a 1-D shape.
+
+    Which one a machine has depends on the kernel bitsandbytes picks for its CPU (seen: the row bug on AVX512
+    machines, the 1-D shape bug on AVX2-only ones), so both are probed everywhere.
+    """
     import torch
 
     codes = torch.full((96,), 0xFF, dtype=torch.uint8)  # every value is level 15 = 1.0
     absmax = torch.tensor([1.0, 2.0, 3.0])
     out = torch.ops.bitsandbytes.dequantize_4bit.default(codes, absmax, 64, "nf4", [2, 96], torch.float32)
     expected = torch.tensor([1.0, 2.0, 3.0]).repeat_interleave(64).view(2, 96)
-    return tuple(out.shape) != (2, 96) or not torch.equal(out, expected)
+    flat = torch.ops.bitsandbytes.dequantize_4bit.default(codes, absmax, 64, "nf4", [192], torch.float32)
+    return tuple(out.shape) != (2, 96) or not torch.equal(out, expected) or tuple(flat.shape) != (192,)
 
 
 def _fix_dequantize() -> None:
@@ -211,7 +217,7 @@ def _remove_hook() -> None:
 
 def install() -> bool:
     """Activate the guard (idempotent, no bitsandbytes import). Returns whether it is installed."""
-    if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "off", "no"):
+    if not switches.enabled(ENV_SWITCH):
         return False
     _state["installed"] = True
     modules = sys.modules.get(TARGET)
@@ -293,7 +299,7 @@ def status() -> dict:
         "waiting_for_import": _HOOK in sys.meta_path,
         "repack_blocked": _state["repack_blocked"],
         "dequant_fix": _state["dequant_fix"],
-        "disabled_by_env": os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "off", "no"),
+        "disabled_by_env": not switches.enabled(ENV_SWITCH),
         "error": _state["error"],
     }
 
