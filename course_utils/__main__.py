@@ -17,7 +17,7 @@ COMMANDS = ("doctor", "lab", "instructor", "env")
 
 def _lab(mode: str, extra: list[str]) -> int:
     from . import lab_modes
-    from .paths import REPO_ROOT
+    from .runtime.paths import REPO_ROOT
 
     env = lab_modes.launch_env(mode)
     lab_modes.trust_course_notebooks()
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     if cmd == "instructor":
         return _lab("instructor", argv)
     if cmd == "env":
-        from .paths import set_cache_env
+        from .runtime.paths import set_cache_env
 
         for k, v in set_cache_env().items():
             print(f"export {k}={v}")

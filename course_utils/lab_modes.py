@@ -15,7 +15,7 @@ import json
 import os
 from pathlib import Path
 
-from .paths import REPO_ROOT
+from .runtime.paths import REPO_ROOT
 
 MODES = ("student", "instructor")
 STUDENT_LANDING = "notebooks/00_setup.ipynb"
