@@ -100,12 +100,18 @@ class LabServer:
             return json.load(r)
 
     def wait_for_kernel(self, kernel_id: str, timeout_s: float = 120) -> None:
-        """Until the kernel has started (its execution state is no longer 'starting')."""
-        deadline = time.time() + timeout_s
-        while self.api(f"api/kernels/{kernel_id}")["execution_state"] == "starting":
-            if time.time() > deadline:
-                raise TimeoutError(f"kernel {kernel_id} still starting after {timeout_s} s:\n{self.output()}")
-            time.sleep(0.2)
+        """Until the kernel answers a kernel_info request (through its connection file, as a client would)."""
+        from jupyter_client import BlockingKernelClient
+        from jupyter_core.paths import jupyter_runtime_dir
+
+        path = Path(self.env.get("JUPYTER_RUNTIME_DIR") or jupyter_runtime_dir()) / f"kernel-{kernel_id}.json"
+        client = BlockingKernelClient(connection_file=str(path))
+        client.load_connection_file()
+        client.start_channels()
+        try:
+            client.wait_for_ready(timeout=timeout_s)
+        finally:
+            client.stop_channels()
 
     def output(self) -> str:
         self.log.flush()
