@@ -45,8 +45,8 @@ def test_every_internal_link_resolves(site):
         for href in re.findall(r'<a[^>]*\shref="([^"]*)"', text):
             if re.match(r"(https?:|mailto:|data:)", href):
                 continue
-            path, _, frag = unquote(href).partition("#")
-            target = site / path if path else page
+            path, _, frag = href.partition("#")  # nbconvert writes ids percent-encoded, as its links are
+            target = site / unquote(path) if path else page
             if not target.is_file():
                 broken.append(f"{page.name}: {href} (no such page)")
             elif frag and frag not in (ids if target == page else set(re.findall(r'\sid="([^"]+)"', target.read_text()))):
