@@ -106,6 +106,8 @@ def launch_env(mode: str, environ=None) -> dict:
     ours = {str(mode_dir(m)) for m in MODES}
     extra = [p for p in env.get("JUPYTER_CONFIG_PATH", "").split(os.pathsep) if p and p not in ours]
     env["JUPYTER_CONFIG_PATH"] = os.pathsep.join([str(write_config(mode)), *extra])
+    # the kernels' debugger (debugpy) otherwise prints a note about frozen modules to every new kernel's stderr
+    env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     return env
 
 

@@ -36,7 +36,7 @@ TIMES: dict[str, dict[str, float]] = {}
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory, request):
+def lab(request):
     """One JupyterLab (student mode, as `make lab` starts it) and one page for the whole module."""
     import shutil
 
@@ -45,7 +45,7 @@ def lab(tmp_path_factory, request):
     env = dict(os.environ)
     env.pop("TQDM_DISABLE", None)  # a student sees the progress bars (they are widgets too)
     t0 = time.perf_counter()
-    with LabServer(tmp_path_factory.mktemp("jupyterlab"), "lab", env) as server, sync_playwright() as p:
+    with LabServer(ARTIFACTS, "lab", env) as server, sync_playwright() as p:
         browser = launch_browser(p)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.set_default_timeout(60_000)
@@ -109,7 +109,8 @@ def report_times(config) -> None:
 def fail_with_screenshot(lab: LabPage, name: str, problems: list[str]) -> None:
     if problems:
         shot = lab.screenshot(name)
-        pytest.fail("\n".join(problems) + f"\nscreenshot: {shot}", pytrace=False)
+        log = lab.server.log_path
+        pytest.fail("\n".join(problems) + f"\nscreenshot: {shot}\nJupyterLab's log: {log}", pytrace=False)
 
 
 def source_headings(path: Path) -> list[str]:
@@ -185,7 +186,11 @@ def chapter_problems(rep: dict, path: Path) -> list[str]:
                 problems.append(f"cell {c['index']}: {out['ename']}: {out['evalue']}")
     problems += [f"the kernel sent an error: {e}" for e in rep["kernelErrors"]]
     problems += [f"an output shows a traceback: {t[:400]}" for t in rep["outputText"] if "Traceback" in t]
-    problems += [f"a warning on stderr: {t[:400]}" for t in rep["stderr"] if "Warning" in t]
+    for c in rep["code"]:
+        for out in c["outputs"]:
+            text = "".join(out.get("text", "")) if out.get("name") == "stderr" else ""
+            if "warning" in text.lower():
+                problems.append(f"cell {c['index']} shows a warning: {text[:400]}")
     broken = [img["src"] for img in rep["images"] if not img["ok"]]
     if broken:
         problems.append(f"{len(broken)} of {len(rep['images'])} images did not load: {broken}")
@@ -197,6 +202,10 @@ def chapter_problems(rep: dict, path: Path) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ labs
+
+# What the labs' own messages say (scripts/labs): an unanswered stub, and a test cell run before its answer cell.
+STUB_SAYS = "replace this line with your code"
+RUN_FIRST_SAYS = "is not defined yet: run"
 
 # Per lab, its first answer cell (grade id), a wrong answer for it and what its test says about that answer.
 # The right answer comes from the lab's solution (solutions/<lab>/<lab>.ipynb). A new lab adds a row.
@@ -224,8 +233,8 @@ def solution_source(lab: str, gid: str) -> str:
 
 
 @pytest.mark.parametrize("path", LABS, ids=lambda p: p.parent.name)
-def test_lab_answers_get_their_designed_messages(lab, path):
-    """Unanswered, wrong, right: what a student sees from the first task's test cell in each case."""
+def test_lab_messages(lab, path):
+    """What a student sees from the first task's test cell: run too early, unanswered, answered wrong, right."""
     name = path.parent.name
     assert name in WRONG_ANSWERS, f"{name}: add its first task to WRONG_ANSWERS (grade id, a wrong answer, the hint)"
     gid, wrong, hint = WRONG_ANSWERS[name]
@@ -238,17 +247,17 @@ def test_lab_answers_get_their_designed_messages(lab, path):
         for i, cell in enumerate(cells[:answer]):
             if cell["cell_type"] == "code":
                 assert "Error" not in lab.run_cell(i), f"{name}: setup cell {i} fails"
-        seen = {"unanswered": lab.run_cell(answer) + lab.run_cell(test)}
+        seen = {"too early": lab.run_cell(test)}
+        seen["unanswered"] = lab.run_cell(answer) + lab.run_cell(test)
         seen["wrong"] = lab.run_cell(answer, wrong) + lab.run_cell(test)
         seen["right"] = lab.run_cell(answer, solution_source(name, gid)) + lab.run_cell(test)
         TIMES[name] = {"run": time.perf_counter() - t0}
-        problems = []
-        if "NotImplementedError" not in seen["unanswered"]:
-            problems.append(f"unanswered: no NotImplementedError from the stub: {seen['unanswered'][:300]}")
-        if hint not in seen["wrong"]:
-            problems.append(f"wrong answer: the test does not say {hint!r}: {seen['wrong'][:300]}")
+        expect = {"too early": ("NameError", RUN_FIRST_SAYS), "unanswered": ("NotImplementedError", STUB_SAYS),
+                  "wrong": (hint,)}
+        problems = [f"{case}: expected {' ... '.join(map(repr, words))}, the student sees: {seen[case][:300]!r}"
+                    for case, words in expect.items() if not all(w in seen[case] for w in words)]
         if "Error" in seen["right"]:
-            problems.append(f"right answer: the test fails: {seen['right'][:300]}")
+            problems.append(f"right answer: the test fails: {seen['right'][:300]!r}")
         fail_with_screenshot(lab, name, problems)
     finally:
         lab.close()

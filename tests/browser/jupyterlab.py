@@ -58,6 +58,7 @@ class LabServer:
                "--LabApp.expose_app_in_browser=True",  # lets the test read cell state as JupyterLab holds it
                f"--LabApp.workspaces_dir={self.tmp / 'workspaces'}",
                f"--LabApp.user_settings_dir={self.tmp / 'user-settings'}"]
+        self.tmp.mkdir(parents=True, exist_ok=True)
         # the test runs the repo's own notebooks: it must never save them (autosave would, after 2 minutes)
         docmanager = self.tmp / "user-settings" / "@jupyterlab" / "docmanager-extension"
         docmanager.mkdir(parents=True, exist_ok=True)
@@ -133,9 +134,13 @@ _WATCH = """async () => {
   await panel.sessionContext.ready;
   const st = {pending: new Map(), sent: 0, requests: 0, errors: [], stderr: []};
   const hook = (kernel) => {
-    if (!kernel || kernel.__courseWatched) return;
+    if (!kernel) return;
+    st.kernel = kernel;
+    if (kernel.__courseWatched) return;  // one listener per kernel; it reports to whichever watcher is current
     kernel.__courseWatched = true;
     kernel.anyMessage.connect((_, {msg, direction}) => {
+      const st = window.__course;
+      if (!st || st.kernel !== kernel) return;
       if (direction === 'send') {
         if (msg.channel === 'shell') {
           st.pending.set(msg.header.msg_id, msg.header.msg_type);
@@ -144,6 +149,8 @@ _WATCH = """async () => {
         if (msg.header.msg_type === 'execute_request') st.requests += 1;
         return;
       }
+      // a request the kernel aborted (after an error, with stop_on_error) gets a reply but no idle status
+      if (msg.channel === 'shell' && msg.content.status === 'aborted') st.pending.delete(msg.parent_header.msg_id);
       if (msg.channel !== 'iopub') return;
       const type = msg.header.msg_type;
       if (type === 'status' && msg.content.execution_state === 'idle') st.pending.delete(msg.parent_header.msg_id);
@@ -151,7 +158,7 @@ _WATCH = """async () => {
       if (type === 'stream' && msg.content.name === 'stderr') st.stderr.push(msg.content.text);
     });
   };
-  panel.sessionContext.kernelChanged.connect((_, change) => hook(change.newValue));
+  panel.sessionContext.kernelChanged.connect((_, change) => { if (window.__course === st) hook(change.newValue); });
   hook(panel.sessionContext.session && panel.sessionContext.session.kernel);
   st.settled = () => {
     const kernel = panel.sessionContext.session && panel.sessionContext.session.kernel;
@@ -232,7 +239,7 @@ _REPORT = """() => {
 class LabPage:
     """One browser page on a LabServer; opens notebooks one after another in it."""
 
-    def __init__(self, page, server: LabServer, timeout_s: float = 300):
+    def __init__(self, page, server: LabServer, timeout_s: float = 600):
         self.page, self.server, self.timeout_ms = page, server, timeout_s * 1000
 
     def goto(self, url: str) -> None:
@@ -244,7 +251,8 @@ class LabPage:
 
     def open(self, path: str) -> None:
         """Open a notebook (File Browser's double click does the same command) and wait for an idle kernel."""
-        self.page.evaluate("p => window.jupyterapp.commands.execute('docmanager:open', {path: p})", path)
+        self.page.evaluate("async p => { await window.jupyterapp.commands.execute('docmanager:open', {path: p}); }",
+                           path)
         self.page.wait_for_function(
             "p => { const w = window.jupyterapp.shell.currentWidget; return w && w.context && w.context.path === p }",
             arg=path, timeout=60_000)
@@ -291,11 +299,11 @@ class LabPage:
           nb.activeCellIndex = i;
           nb.deselectAll();
         }""", [index, source])
-        self.page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-cell')")
-        self.page.wait_for_function("i => window.jupyterapp.shell.currentWidget.content.model.cells.get(i)"
-                                    ".executionCount !== null", arg=index, timeout=self.timeout_ms)
+        self.page.evaluate("async () => { window.__course.requests = 0; "
+                           "await window.jupyterapp.commands.execute('notebook:run-cell'); }")
+        self.page.wait_for_function("() => window.__course.requests > 0", timeout=60_000, polling=20)
         self.wait_settled()
-        outputs = self.page.evaluate("""i => {
+        outputs = self.page.evaluate(r"""i => {
           const outs = window.jupyterapp.shell.currentWidget.content.model.cells.get(i).outputs, texts = [];
           for (let j = 0; j < outs.length; j++) {
             const o = outs.get(j).toJSON();
