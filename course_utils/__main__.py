@@ -24,6 +24,8 @@ def _lab(mode: str, extra: list[str]) -> int:
     cmd = [sys.executable, "-m", "jupyter", "lab"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")  # containers run as root; JupyterLab refuses root without it
+    if not _has_browser():
+        cmd.append("--no-browser")  # on a server: print the URL instead of warning "No web browser found"
     cmd += extra
     if mode == "student":
         print(f"Starting JupyterLab for students: it opens {lab_modes.STUDENT_LANDING} (the URL it prints below "
@@ -33,6 +35,16 @@ def _lab(mode: str, extra: list[str]) -> int:
               "(docs/instructor_guide.md).", flush=True)
     os.chdir(REPO_ROOT)
     os.execve(sys.executable, cmd, env)
+
+
+def _has_browser() -> bool:
+    import webbrowser
+
+    try:
+        webbrowser.get()
+    except webbrowser.Error:
+        return False
+    return True
 
 
 def main(argv=None) -> int:
