@@ -108,6 +108,9 @@ def launch_env(mode: str, environ=None) -> dict:
     env["JUPYTER_CONFIG_PATH"] = os.pathsep.join([str(write_config(mode)), *extra])
     # the kernels' debugger (debugpy) otherwise prints a note about frozen modules to every new kernel's stderr
     env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    # the course model's matmuls are tiny: one thread is as fast, and two OpenMP threads on a busy 2-core laptop
+    # stall (measured: chapter 04 in JupyterLab took 430 s with two threads, 59 s with one, on a busy 2-core machine)
+    env.setdefault("OMP_NUM_THREADS", "1")
     return env
 
 
