@@ -48,12 +48,15 @@ rebuild-model: setup
 execute-notebooks: setup
 	$(PY) scripts/execute_notebooks.py
 
-# Instructor commands (docs/instructor_guide.md)
+# Instructor commands (docs/instructor_guide.md). Submissions are graded in a bubblewrap sandbox, GRADE_JOBS at a
+# time (one per core: each kernel uses one thread).
+GRADE_JOBS ?= 2
+
 labs-release: setup
 	$(PY) scripts/build_labs.py
 
 grade: setup
-	$(PY) -m course_utils.grading autograde
+	$(PY) -m course_utils.grading autograde --jobs $(GRADE_JOBS)
 
 feedback: setup
 	$(PY) -m course_utils.grading feedback

@@ -119,18 +119,19 @@ def main() -> None:
             f"{'merged ms':>9} {'Linear ms':>9} {'merged/Linear':>13} {'(min)':>6}")
     print(f"{'fwd+bwd: ours vs PEFT lora.Linear':<55} | forward only: merged LoRALinear vs plain nn.Linear")
     print(head + "\n" + "-" * len(head))
-    worst = 0.0
+    worst = worst_min = 0.0
     sizes = (128, 1024) if args.quick else (128, 1024, 4096)  # 128: the course model's width, where overhead shows
     for d in sizes:
         for r in (8, 64):
             res = bench(d, r, args.reps or {128: 201, 1024: 21}.get(d, 9))
-            worst = max(worst, res["ratio"])
+            worst, worst_min = max(worst, res["ratio"]), max(worst_min, res["ratio_min"])
             print(f"{d:>5}x{d:<5} {r:>3} | {1e3 * res['ours']:8.2f} {1e3 * res['peft']:8.2f} {res['ratio']:9.3f} "
                   f"{res['ratio_min']:6.3f} | {1e3 * res['merged']:9.2f} {1e3 * res['plain']:9.2f} "
                   f"{res['mratio']:13.3f} {res['mratio_min']:6.3f}")
     t_ours, t_peft = overhead()
     print(f"\nwrapper overhead (16x16, 1 token, fwd+bwd): ours {1e6 * t_ours:.0f} us, PEFT {1e6 * t_peft:.0f} us")
-    print(f"worst ours/PEFT = {worst:.3f} (target <= 1.05); ratios are medians of per-repetition ratios")
+    print(f"worst ours/PEFT = {worst:.3f} as the median of per-repetition ratios, {worst_min:.3f} as the ratio of "
+          "minima (target <= 1.05; on a shared machine run it a few times and take each row's smallest ratio)")
 
 
 if __name__ == "__main__":

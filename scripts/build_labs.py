@@ -4,8 +4,10 @@
     python scripts/build_labs.py lab01_memory_wall --no-release
 
 Writing notebooks from Python keeps them reviewable and tidy (no stray metadata, ids or outputs from someone's
-session). Each solution notebook is executed here, so its stored outputs are the ones nbval compares; the build
-fails if any cell stores an error or writes to stderr. `release` is `nbgrader generate_assignment` (solutions
+session). The hidden tests' expected values are computed here, from the reference code, and written into the
+source notebook (scripts/labs/_expected.py): a graded kernel never imports the reference. Each solution notebook
+is executed here, so its stored outputs are the ones nbval compares; the build fails if any cell stores an error
+or writes to stderr. `release` is `nbgrader generate_assignment` (solutions
 and hidden tests stripped, tests recorded in the gradebook for autograding).
 """
 from __future__ import annotations
@@ -45,11 +47,14 @@ def to_notebook(cells) -> nbformat.NotebookNode:
 
 
 def load_lab(lab: str):
+    """The lab's cells, each test cell starting with a guard that names the cell to run first."""
+    from _cells import with_run_first_guards
+
     path = LAB_SOURCES / f"{lab}.py"
     spec = importlib.util.spec_from_file_location(f"lab_source_{lab}", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod.CELLS
+    return with_run_first_guards(mod.CELLS)
 
 
 def execute(nb, cwd: Path, timeout: int = 120):

@@ -11,7 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_utils.grading import HIDDEN_BEGIN, HIDDEN_END, LABS, load_course, release
+from course_utils.grading import HIDDEN_BEGIN, HIDDEN_END, LABS, lab_spec, load_course, release
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTION_BEGIN, SOLUTION_END = "### BEGIN SOLUTION", "### END SOLUTION"
@@ -161,3 +161,43 @@ def test_lab_follows_the_house_style(lab):
     kinds = ["a" if nbgrader_meta(c).get("solution") else "t" for c in nb.cells if nbgrader_meta(c)]
     assert "aa" not in "".join(kinds) and kinds[-1] == "t", f"answer/test order: {''.join(kinds)}"
     assert sum(bool(regions(c.source, HIDDEN_BEGIN, HIDDEN_END)) for c in grade_cells) >= len(grade_cells) // 2
+
+
+# ---------------------------------------------------------------------------------------------- grading-safe labs
+
+def _hidden(cell) -> str:
+    return "\n".join(regions(cell.source, HIDDEN_BEGIN, HIDDEN_END))
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_hidden_tests_never_use_the_reference_in_the_students_kernel(lab):
+    """What a hidden test compares with is a literal computed when the lab is built: importing the reference in
+    the kernel would let the student's code reach it (and change it) while the test runs."""
+    spec = lab_spec(lab)
+    assert spec.reference, f"{lab} should name its reference module in LAB_TABLE"
+    for cell in solution(lab).cells:
+        hidden = _hidden(cell)
+        for module in spec.reference:
+            assert module not in hidden, f"a hidden test of {lab} imports {module}"
+        assert "check_lora_layer" not in hidden, "check_lora_layer compares with course_utils.lora in the kernel"
+        used = set(re.findall(r"\b(\w+)\(", hidden))
+        assert not used & {n for n in spec.off_limits if n not in _student_defines(lab)}, used
+
+
+def _student_defines(lab) -> set[str]:
+    return {m for c in solution(lab).cells if nbgrader_meta(c).get("solution")
+            for m in re.findall(r"^(?:def|class) (\w+)", c.source, re.M)}
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_stubs_and_test_cells_tell_students_what_to_do(lab):
+    nb = released(lab)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "raise NotImplementedError" in cell.source:
+            assert "raise NotImplementedError()" not in cell.source
+            assert re.search(r'raise NotImplementedError\(".+"\)', cell.source), "the stub says what to do"
+    guarded = [c for c in nb.cells if nbgrader_meta(c).get("grade") and "is not defined yet: run" in c.source]
+    grade_cells = [c for c in nb.cells if nbgrader_meta(c).get("grade")]
+    assert len(guarded) == len(grade_cells), "every test cell names the cell to run first instead of a NameError"
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert "Restart Kernel and Run All Cells..." in text and "Restart & Run All" not in text

@@ -1,4 +1,7 @@
-"""Putting LoRA layers into a model: target matching as PEFT does it, freezing, switching and merging adapters."""
+"""Putting LoRA layers into a model: target matching as PEFT does it, freezing, switching and merging adapters.
+
+"The linear layers" and swapping a module by name are course_utils.surgery's, the rule every chapter uses.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -6,7 +9,11 @@ import re
 
 import torch.nn as nn
 
-from .layer import ALL_LINEAR, LoRALinear, _validate, is_linear_like
+from ..surgery import linear_layers, replace_module
+from .adapters import validate
+from .layer import LoRALinear
+
+ALL_LINEAR = "all-linear"
 
 
 def lora_layers(model: nn.Module):
@@ -14,59 +21,47 @@ def lora_layers(model: nn.Module):
     return [(n, m) for n, m in model.named_modules() if isinstance(m, LoRALinear)]
 
 
-def _output_head_name(model: nn.Module) -> str | None:
-    try:
-        from transformers import PreTrainedModel
-    except ImportError:
-        return None
-    if not isinstance(model, PreTrainedModel) or model.get_output_embeddings() is None:
-        return None  # on a plain nn.Module the head IS targeted, as in PEFT
-    head = model.get_output_embeddings()
-    return next((n for n, m in model.named_modules() if m is head), None)
+def _suffixes(layers) -> list[str]:
+    return list(dict.fromkeys(n.rpartition(".")[2] for n, _ in layers))
 
 
-def _candidates(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Every named module except the insides of existing LoRALinear layers (no LoRA on lora_A)."""
-    wrapped = [n + "." for n, _ in lora_layers(model)]
-    return [(n, m) for n, m in model.named_modules() if n and not any(n.startswith(w) for w in wrapped)]
+def match_targets(model: nn.Module, target_modules) -> list[str]:
+    """Names of the layers PEFT's LoraConfig(target_modules=...) would adapt, in module order.
 
-
-def _linear_suffixes(modules) -> list[str]:
-    names = (n.rsplit(".", 1)[-1] for n, m in modules if is_linear_like(m) or isinstance(m, LoRALinear))
-    return list(dict.fromkeys(names))
-
-
-def _match_targets(model: nn.Module, target_modules) -> list[str]:
-    cands = _candidates(model)
-    available = _linear_suffixes(cands)
+    "all-linear": every linear layer but the output head of a transformers model (a plain nn.Module has none);
+    a list: names equal to an entry or ending in "." + entry; another string: a regex over the full name.
+    """
     if isinstance(target_modules, str) and target_modules.lower() == ALL_LINEAR:
-        head = _output_head_name(model)
-        chosen = [n for n, m in cands if (is_linear_like(m) or isinstance(m, LoRALinear)) and n != head]
+        chosen = [n for n, _ in linear_layers(model)]
         if not chosen:
             raise ValueError("'all-linear' found no Linear layers in this model. Fix: check the model you passed.")
         return chosen
-    if isinstance(target_modules, str):  # PEFT: a single string is a regex matched against the full module name
-        chosen = [n for n, _ in cands if re.fullmatch(target_modules, n)]
+    linears = dict(linear_layers(model, include_head=True))
+    inside = tuple(n + "." for n, _ in lora_layers(model))  # no LoRA on lora_A: insides of a wrapper don't count
+    names = [n for n, _ in model.named_modules() if n and not n.startswith(inside)]
+    if isinstance(target_modules, str):
+        chosen = [n for n in names if re.fullmatch(target_modules, n)]
         missing = [] if chosen else [target_modules]
     else:
         targets = list(target_modules or [])
         if not targets or not all(isinstance(t, str) for t in targets):
             raise ValueError(f"target_modules must be a non-empty list of module names or 'all-linear', got "
                              f"{target_modules!r}. Fix: e.g. target_modules=['q_proj', 'v_proj'].")
-        hits = {t: [n for n, _ in cands if n == t or n.endswith("." + t)] for t in targets}
+        hits = {t: {n for n in names if n == t or n.endswith("." + t)} for t in targets}
         missing = [t for t, found in hits.items() if not found]
-        chosen = [n for n, _ in cands if any(n in found for found in hits.values())]
+        chosen = [n for n in names if any(n in found for found in hits.values())]
     if missing:
         raise ValueError(f"target_modules {missing} matched no module. Linear layers in this model (by suffix): "
-                         f"{available}. Fix: use names from that list (a string is read as a regular expression "
-                         "over full names; pass a list for suffixes), or 'all-linear'.")
+                         f"{_suffixes(linears.items())}. Fix: use names from that list (a string is read as a regular "
+                         "expression over full names; pass a list for suffixes), or 'all-linear'.")
     for n in chosen:
-        m = model.get_submodule(n)
-        if not (is_linear_like(m) or isinstance(m, LoRALinear)):
-            inner = _linear_suffixes((c, mm) for c, mm in cands if c.startswith(n + "."))
+        if n not in linears:
+            m = model.get_submodule(n)
+            inner = _suffixes((c, x) for c, x in linears.items() if c.startswith(n + "."))
             what = (" (GPT-2 style, weight stored transposed: use PEFT with fan_in_fan_out=True)"
                     if type(m).__name__ == "Conv1D" else "")
-            fix = f"target the Linear layers inside it: {inner}" if inner else f"choose from {available}"
+            fix = (f"target the Linear layers inside it: {inner}" if inner
+                   else f"choose from {_suffixes(linears.items())}")
             raise TypeError(f"target '{n}' is a {type(m).__name__}{what}, not a Linear layer; LoRALinear wraps Linear "
                             f"layers only. Fix: {fix}.")
     return chosen
@@ -75,8 +70,8 @@ def _match_targets(model: nn.Module, target_modules) -> list[str]:
 def add_lora(model: nn.Module, target_modules, r: int = 8, alpha: float = 8, dropout: float = 0.0, init="default",
              use_rslora: bool = False, adapter_name: str = "default") -> nn.Module:
     """Wrap the matching Linear layers in LoRALinear (in place), freeze everything else, activate `adapter_name`."""
-    _validate(r, alpha, dropout, init)
-    names = _match_targets(model, target_modules)
+    validate(r, alpha, dropout, init)
+    names = match_targets(model, target_modules)
     for n, layer in lora_layers(model):  # check everything before changing anything
         if adapter_name in layer.specs:
             raise ValueError(f"adapter '{adapter_name}' already exists (e.g. on '{n}'). Fix: pick a new adapter_name "
@@ -88,9 +83,7 @@ def add_lora(model: nn.Module, target_modules, r: int = 8, alpha: float = 8, dro
         if isinstance(module, LoRALinear):
             module.add_adapter(adapter_name, r, alpha, dropout, init, use_rslora)
         else:
-            parent, _, child = n.rpartition(".")
-            setattr(model.get_submodule(parent), child,
-                    LoRALinear(module, r, alpha, dropout, init, use_rslora, adapter_name))
+            replace_module(model, n, LoRALinear(module, r, alpha, dropout, init, use_rslora, adapter_name))
     model.requires_grad_(False)
     set_adapter(model, adapter_name)
     return model
@@ -150,6 +143,5 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
     """Merge, then put the plain base layers back: the deployable model has no LoRA code left in it."""
     merge_lora(model)
     for n, layer in lora_layers(model):
-        parent, _, child = n.rpartition(".")
-        setattr(model.get_submodule(parent), child, layer.base_layer)
+        replace_module(model, n, layer.base_layer)
     return model

@@ -1,125 +1,41 @@
-"""The LoRA layer: h = W0 x + B(A(dropout(x))) * scaling, with W0 frozen and only A (r x in) and B (out x r) trained.
+"""LoRALinear: the layer of minimal.py, holding any number of named adapters (PEFT's lora.Linear, number for number).
 
-The layout mirrors PEFT's lora.Linear (`base_layer`, `lora_A[name]`, `lora_B[name]`, `lora_dropout[name]`; same init,
-same construction order, same forward), so the same seed gives PEFT's A and bit-identical outputs and gradients.
+    h = W0 x + B(A(dropout(x))) * scaling         scaling = alpha / r  (rsLoRA: alpha / sqrt(r))
+
+This file is the math: how an adapter is built (new_adapter), what it computes (forward, delta_weight) and how it
+moves into W0 and back (merge, unmerge). Which adapters exist and which one runs is adapters.py's job.
+Layout, init, construction order and forward follow PEFT's lora.Linear (`base_layer`, `lora_A[name]`, `lora_B[name]`,
+`lora_dropout[name]`), so the same seed gives PEFT's A, outputs and gradients are bit-identical to PEFT's, and
+state dict keys map one to one.
 """
 from __future__ import annotations
 
 import itertools
 import math
-import numbers
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..surgery import is_linear_like
-
-ALL_LINEAR = "all-linear"
-INITS = ("default", "gaussian", "nonzero_B")  # nonzero_B exists only to show what B = 0 buys (notebook 06)
+from .adapters import NamedAdapters
 
 
-@dataclass(frozen=True)
-class AdapterSpec:
-    r: int
-    alpha: float
-    dropout: float
-    init: str
-    use_rslora: bool
-
-    @property
-    def scaling(self) -> float:
-        # rsLoRA keeps the update's size stable as r grows; plain LoRA shrinks it as 1/r.
-        return self.alpha / math.sqrt(self.r) if self.use_rslora else self.alpha / self.r
-
-
-def _validate(r, alpha, dropout, init) -> str:
-    if isinstance(r, bool) or not isinstance(r, numbers.Integral) or r <= 0:
-        raise ValueError(f"r must be a positive integer (the adapter's rank), got r={r!r}. "
-                         "Fix: pass a whole number such as r=8 (typical values are 4 to 64).")
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha > 0:
-        raise ValueError(f"alpha must be a number > 0 (the update is scaled by alpha / r), got alpha={alpha!r}. "
-                         "Fix: pass e.g. alpha=r (scaling 1) or alpha=2*r.")
-    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
-        raise ValueError(f"dropout must be in [0, 1) (the chance of zeroing an adapter input), got {dropout=!r}. "
-                         "Fix: use 0.0 (off) up to about 0.1 (QLoRA's value).")
-    init = "default" if init is True else init  # PEFT spells the default init_lora_weights=True
-    if init not in INITS:
-        raise ValueError(f"init must be one of {INITS}, got init={init!r}. Fix: use init='default' (PEFT's).")
-    return init
-
-
-def _is_float_linear(module: nn.Module) -> bool:
-    # bitsandbytes' Linear4bit subclasses nn.Linear, so check the weight too: packed uint8 cannot take += delta.
-    w = getattr(module, "weight", None)
-    return isinstance(module, nn.Linear) and type(w) is nn.Parameter and w.dtype.is_floating_point
-
-
-def _device_and_dtype(base: nn.Module) -> tuple[torch.device, torch.dtype]:
-    w = getattr(base, "weight", None)
-    if isinstance(w, torch.Tensor):
-        return w.device, w.dtype
-    # A quantized base keeps its weight in buffers: ask for its compute dtype instead of dequantizing it.
-    t = next(itertools.chain(base.parameters(), base.buffers()), None)
-    return (t.device if t is not None else torch.device("cpu")), getattr(base, "compute_dtype", torch.float32)
-
-
-class _PerAdapter(nn.ModuleDict):
-    """One nn.Linear per adapter name; `.weight` is the active adapter's, the single-adapter shorthand."""
-
-    active = "default"
-
-    @property
-    def weight(self) -> nn.Parameter:
-        return self[self.active].weight
-
-
-class LoRALinear(nn.Module):
+class LoRALinear(NamedAdapters):
     """A frozen linear layer W0 plus low-rank adapters: forward = base(x) + B(A(dropout(x))) * scaling."""
 
     def __init__(self, base: nn.Module, r: int, alpha: float, dropout: float = 0.0, init="default",
                  use_rslora: bool = False, adapter_name: str = "default"):
-        super().__init__()
-        if not is_linear_like(base):
-            raise TypeError(f"LoRALinear wraps a Linear layer, got a {type(base).__name__}. Fix: pass an nn.Linear "
-                            "(or a layer with in_features, out_features and weight, like NF4Linear).")
-        self.base_layer = base
-        self.in_features, self.out_features = base.in_features, base.out_features
-        self.lora_A, self.lora_B, self.lora_dropout = _PerAdapter(), _PerAdapter(), nn.ModuleDict()
-        self.specs: dict[str, AdapterSpec] = {}
-        self.active_adapter = adapter_name
-        self.merged_adapter: str | None = None
-        self.adapters_disabled = False
+        super().__init__(base)
         self.add_adapter(adapter_name, r, alpha, dropout, init, use_rslora)
         base.requires_grad_(False)  # W0 never trains: that is the point
         self.set_adapter(adapter_name)
 
-    # --- the course's names for the active adapter -------------------------------------------------------
-    base = property(lambda self: self.base_layer)
-    A = property(lambda self: self.lora_A[self.active_adapter].weight)
-    B = property(lambda self: self.lora_B[self.active_adapter].weight)
-    r = property(lambda self: self.specs[self.active_adapter].r)
-    alpha = property(lambda self: self.specs[self.active_adapter].alpha)
-    use_rslora = property(lambda self: self.specs[self.active_adapter].use_rslora)
-    scaling = property(lambda self: self.specs[self.active_adapter].scaling)
-    merged = property(lambda self: self.merged_adapter is not None)
-    adapter_names = property(lambda self: list(self.specs))
-
-    def add_adapter(self, name: str, r: int, alpha: float, dropout: float = 0.0, init="default",
-                    use_rslora: bool = False) -> None:
-        init = _validate(r, alpha, dropout, init)
-        if not isinstance(name, str) or not name or "." in name:
-            raise ValueError(f"adapter_name must be a non-empty string without dots, got {name!r}. Fix: e.g. 'task_b'.")
-        if name in self.specs:
-            raise ValueError(f"adapter '{name}' already exists on this layer. Fix: pick another adapter_name "
-                             f"(e.g. '{name}_2'), or load new weights into it with load_lora_state_dict.")
-        if self.merged:
-            raise RuntimeError("Cannot add an adapter to a merged layer. Fix: call unmerge() (unmerge_lora) first.")
+    def new_adapter(self, r: int, init: str) -> tuple[nn.Linear, nn.Linear]:
+        """A (in -> r) and B (r -> out), initialised as PEFT does."""
         device, dtype = _device_and_dtype(self.base_layer)
         # Adapters train in fp32 unless the base is fp32/fp64 already (PEFT's autocast_adapter_dtype=True).
         kw = dict(bias=False, device=device, dtype=dtype if dtype in (torch.float32, torch.float64) else torch.float32)
-        # Same construction order as PEFT (A, B, then re-init), so the same seed gives PEFT's A.
+        # Both are built before A is drawn, PEFT's order, so the same seed gives PEFT's A.
         A, B = nn.Linear(self.in_features, r, **kw), nn.Linear(r, self.out_features, **kw)
         with torch.no_grad():
             if init == "gaussian":
@@ -130,24 +46,13 @@ class LoRALinear(nn.Module):
                 nn.init.kaiming_uniform_(B.weight, a=math.sqrt(5))
             else:
                 nn.init.zeros_(B.weight)  # Delta W = B A = 0 at step 0: training starts from the base model
-        self.lora_A[name], self.lora_B[name] = A, B
-        self.lora_dropout[name] = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.specs[name] = AdapterSpec(int(r), alpha, float(dropout), init, bool(use_rslora))
-
-    def set_adapter(self, name: str) -> None:
-        """Make `name` the adapter that forward uses and trains; the others are frozen (as PEFT does)."""
-        if self.merged and name != self.merged_adapter:
-            raise RuntimeError(f"Adapter '{self.merged_adapter}' is merged into W0. Fix: unmerge before switching.")
-        self.active_adapter = self.lora_A.active = self.lora_B.active = name
-        for key in self.specs:
-            self.lora_A[key].requires_grad_(key == name)
-            self.lora_B[key].requires_grad_(key == name)
+        return A, B
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         result = self.base_layer(x, *args, **kwargs)
-        name = self.active_adapter
-        if self.merged_adapter is not None or self.adapters_disabled or name not in self.specs:
-            return result  # merged: W0 already holds W0 + Delta W, so the adapter path would count it twice
+        name = self.adapter_to_run()
+        if name is None:
+            return result
         dropout = self.lora_dropout[name]
         if not isinstance(dropout, nn.Identity):  # skip the call when p = 0 (PEFT uses nn.Identity there)
             x = dropout(x)  # on the adapter's input only: the frozen path W0 x stays intact
@@ -161,7 +66,7 @@ class LoRALinear(nn.Module):
 
     def delta_weight(self, adapter_name: str | None = None) -> torch.Tensor:
         """Delta W = (B @ A) * scaling, shape (out_features, in_features): what merge() adds to W0."""
-        name = self._existing(adapter_name or self.active_adapter)
+        name = self.existing(adapter_name or self.active_adapter)
         A, B = self.lora_A[name].weight, self.lora_B[name].weight
         if A.device.type == "cpu" and A.dtype in (torch.float16, torch.bfloat16):  # slow half matmuls on CPU
             return ((B.float() @ A.float()) * self.specs[name].scaling).to(A.dtype)
@@ -173,7 +78,7 @@ class LoRALinear(nn.Module):
         if self.merged:
             raise RuntimeError(f"This layer is already merged (adapter '{self.merged_adapter}'): merging again would "
                                "add Delta W twice. Fix: skip this merge, or call unmerge() first.")
-        name = self._existing(self.active_adapter)
+        name = self.existing(self.active_adapter)
         delta = self.delta_weight(name)
         if not torch.isfinite(delta).all():
             raise ValueError(f"Delta W of adapter '{name}' contains NaN/Inf (training probably diverged), so merging "
@@ -221,14 +126,17 @@ class LoRALinear(nn.Module):
         self.merged_adapter = None
         return out
 
-    def _existing(self, name: str) -> str:
-        if name not in self.specs:
-            raise KeyError(f"This layer has no adapter '{name}'; it has {list(self.specs)}. Fix: add_lora(..., "
-                           f"adapter_name='{name}') first, or use one of those names.")
-        return name
 
-    def extra_repr(self) -> str:
-        name = self.active_adapter
-        spec = f", r={self.r}, alpha={self.alpha}, scaling={self.scaling:g}" if name in self.specs else ""
-        return (f"in_features={self.in_features}, out_features={self.out_features}, adapters={list(self.specs)}, "
-                f"active='{name}'{spec}, merged={self.merged}")
+def _is_float_linear(module: nn.Module) -> bool:
+    # bitsandbytes' Linear4bit subclasses nn.Linear, so check the weight too: packed uint8 cannot take += delta.
+    w = getattr(module, "weight", None)
+    return isinstance(module, nn.Linear) and type(w) is nn.Parameter and w.dtype.is_floating_point
+
+
+def _device_and_dtype(base: nn.Module) -> tuple[torch.device, torch.dtype]:
+    w = getattr(base, "weight", None)
+    if isinstance(w, torch.Tensor):
+        return w.device, w.dtype
+    # A quantized base keeps its weight in buffers: ask for its compute dtype instead of dequantizing it.
+    t = next(itertools.chain(base.parameters(), base.buffers()), None)
+    return (t.device if t is not None else torch.device("cpu")), getattr(base, "compute_dtype", torch.float32)

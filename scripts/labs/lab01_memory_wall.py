@@ -1,8 +1,29 @@
-"""Lab 01 -- The memory wall: account for every byte of training, predict the course model's, then measure."""
-from _cells import answer, code, md, setup_cell, tests
+"""Lab 01 -- The memory wall: account for every byte of training, predict the course model's, then measure.
+
+The hidden tests' expected values are computed here from course_utils.memory when the lab is built.
+"""
+from _cells import GRADING_NOTE, answer, code, md, setup_cell, tests
+
+from course_utils import memory as _memory
+from course_utils.models import load_course_model as _load
+
+_MODEL = _load()[0]
+_N_PARAMS = sum(p.numel() for p in _MODEL.parameters())
+_N_LORA = _memory.lora_param_count(_MODEL, r=8, target_modules=("q_proj", "v_proj"))
+_NF4 = [(bs, dq, _memory.nf4_bits_per_param(bs, dq)) for bs in (32, 128, 256, 4096) for dq in (True, False)]
+_FULL = [(a, _memory.full_finetune_bytes(*a)) for a in [
+    (13e9, "fp32", "adamw", True), (3e9, "fp16", "sgd", True), (1.5e9, "bf16", "adam", False),
+    (70e9, "bf16", "sgd_momentum", True), (124_000_000, "fp32", "sgd", False)]]
+_COUNT = [(shapes, r, _memory.lora_param_count(shapes, r)) for shapes, r in [
+    ([(128, 128)] * 8, 4), ([(352, 128), (128, 352)], 16), ([(4096, 11008)] * 3, 64)]]
+_LORA = [(a, _memory.lora_bytes(*a)) for a in [
+    (13e9, 25_000_000, "bf16", "fp32", "adamw"), (1_066_112, 16_384, "fp32", "fp32", "adam"),
+    (70e9, 100_000_000, "fp16", "bf16", "sgd")]]
+_QLORA = [(a, _memory.qlora_bytes(*a)) for a in [
+    (12e9, 0.5e9, 50_000_000, 64, True), (6e9, 0.2e9, 10_000_000, 128, False), (60e9, 1e9, 200_000_000, 256, True)]]
 
 CELLS = [
-    md("""
+    md(f"""
     # Lab 01 — The memory wall
 
     Why can't you fully fine-tune a 7B model on a 16 GB GPU, when its bf16 weights take only 13 GiB?
@@ -16,12 +37,11 @@ CELLS = [
     6. QLoRA: a 4-bit frozen base
     7. Predict the course model's bytes, then measure them
 
-    **How this lab is graded.** Write your code where it says `# YOUR CODE HERE` (delete the
-    `raise NotImplementedError()` line). Each answer is followed by a test cell: run it, it prints nothing when you
-    are right and tells you what to check when you are not. When grading, the same cells run again with extra
+    **How this lab is graded.** Write your code where it says `# YOUR CODE HERE` (replace the
+    `raise NotImplementedError(...)` line). Each answer is followed by a test cell: run it, it prints nothing when
+    you are right and tells you what to check when you are not. When grading, the same cells run again with extra
     hidden cases (other model sizes and dtypes), so make your functions general, not tuned to the visible examples.
-    Do not delete or edit the test cells (edited tests are restored before grading). Run *Kernel → Restart & Run
-    All* before you submit.
+    {GRADING_NOTE}
 
     Throughout, **GiB** means 1024³ bytes (what `nvidia-smi` and PyTorch report) and **GB** means 10⁹ bytes.
     Activations are left out: they depend on batch size and sequence length, not on the parameter count.
@@ -87,13 +107,10 @@ CELLS = [
     assert abs(nf4_bits_per_param(64, double_quant=True) - 4.127) < 1e-3, (
         "QLoRA reports 4.127 bits: 4 + 8/64 (8-bit absmax) + 32/(64*256) (one fp32 scale per 256 absmaxes)")
     ''', '''
-    from course_utils.memory import nf4_bits_per_param as _ref_nf4
-
-    for _bs in (32, 128, 256, 4096):
-        for _dq in (True, False):
-            assert abs(nf4_bits_per_param(_bs, _dq) - _ref_nf4(_bs, _dq)) < 1e-9, (
-                f"blocksize={_bs}, double_quant={_dq}: use `blocksize`, not the number 64")
-    '''),
+    for _bs, _dq, _want in _cases:
+        assert abs(float(nf4_bits_per_param(_bs, _dq)) - _want) < 1e-9, (
+            f"blocksize={_bs}, double_quant={_dq}: use `blocksize`, not the number 64")
+    ''', expected={"_cases": _NF4}),
 
     # ---------------------------------------------------------------------------------------------- 2
     md("""
@@ -175,15 +192,12 @@ CELLS = [
         f"{_problem}. ZeRO's accounting for mixed-precision Adam: bf16 weights 2 + bf16 gradients 2 "
         "+ Adam m and v 8 + fp32 master copy 4 = 16 bytes per parameter")
     ''', '''
-    from course_utils.memory import full_finetune_bytes as _ref_full
-
-    for _args in [(13e9, "fp32", "adamw", True), (3e9, "fp16", "sgd", True), (1.5e9, "bf16", "adam", False),
-                  (70e9, "bf16", "sgd_momentum", True), (124_000_000, "fp32", "sgd", False)]:
-        _problem = explain_mismatch(full_finetune_bytes(*_args), _ref_full(*_args), n_params=_args[0])
+    for _args, _want in _cases:
+        _problem = explain_mismatch(dict(full_finetune_bytes(*_args)), _want, n_params=_args[0])
         assert not _problem, (
             f"full_finetune_bytes{_args}: {_problem}. Do fp32 weights need an fp32 master copy? "
             "Does every component use the dtype and optimizer you were given?")
-    '''),
+    ''', expected={"_cases": _FULL}),
 
     # ---------------------------------------------------------------------------------------------- 4
     md("""
@@ -238,13 +252,11 @@ CELLS = [
     assert lora_param_count([(4096, 4096)], r=8) == 65536, (
         "one 4096 x 4096 matrix at r=8: A is 8 x 4096 and B is 4096 x 8")
     ''', '''
-    from course_utils.memory import lora_param_count as _ref_count
-
-    for _shapes, _r in [([(128, 128)] * 8, 4), ([(352, 128), (128, 352)], 16), ([(4096, 11008)] * 3, 64)]:
-        assert lora_param_count(_shapes, _r) == _ref_count(_shapes, _r), (
+    for _shapes, _r, _want in _cases:
+        assert int(lora_param_count(_shapes, _r)) == _want, (
             f"shapes {_shapes[:2]}..., r={_r}: A is r x in and B is out x r -- are in and out swapped or "
             "is r hard-coded?")
-    '''),
+    ''', expected={"_cases": _COUNT}),
     md("""
     Only the adapters have gradients and optimizer state; the frozen base is just stored. Adapters are kept in
     fp32 (as PEFT does), so they need no master copy.
@@ -278,13 +290,10 @@ CELLS = [
     assert not _problem, (
         f"{_problem}. Which parameters have gradients and Adam state in LoRA: the 7e9 frozen ones or the adapters?")
     ''', '''
-    from course_utils.memory import lora_bytes as _ref_lora
-
-    for _args in [(13e9, 25_000_000, "bf16", "fp32", "adamw"), (1_066_112, 16_384, "fp32", "fp32", "adam"),
-                  (70e9, 100_000_000, "fp16", "bf16", "sgd")]:
-        _problem = explain_mismatch(lora_bytes(*_args), _ref_lora(*_args), n_params=_args[0])
+    for _args, _want in _cases:
+        _problem = explain_mismatch(dict(lora_bytes(*_args)), _want, n_params=_args[0])
         assert not _problem, f"lora_bytes{_args}: {_problem}. Use base_dtype for the base, adapter_dtype for A and B."
-    '''),
+    ''', expected={"_cases": _LORA}),
 
     # ---------------------------------------------------------------------------------------------- 6
     md("""
@@ -309,6 +318,8 @@ CELLS = [
         ### END SOLUTION
     '''),
     tests("qlora_bytes_tests", 2, '''
+    from course_utils.memory import explain_mismatch
+
     _parts = qlora_bytes(6.74e9, 0.26e9, 40_000_000)
     _weights = 6.74e9 * nf4_bits_per_param() / 8 + 0.26e9 * 2 + 40_000_000 * 4
     assert abs(_parts["weights"] - _weights) < 1e3, (
@@ -316,13 +327,10 @@ CELLS = [
         f"{nf4_bits_per_param() / 8:.4f} bytes, the unquantized rest at 2 bytes, adapters at 4")
     assert _parts["total"] / 1024**3 < 6, "a 7B QLoRA fine-tune fits in ~5 GiB before activations"
     ''', '''
-    from course_utils.memory import explain_mismatch, qlora_bytes as _ref_qlora
-
-    for _args in [(12e9, 0.5e9, 50_000_000, 64, True), (6e9, 0.2e9, 10_000_000, 128, False),
-                  (60e9, 1e9, 200_000_000, 256, True)]:
-        _problem = explain_mismatch(qlora_bytes(*_args), _ref_qlora(*_args), tol_bytes=2, n_params=_args[0])
+    for _args, _want in _cases:
+        _problem = explain_mismatch(dict(qlora_bytes(*_args)), _want, tol_bytes=2, n_params=_args[0])
         assert not _problem, f"qlora_bytes{_args}: {_problem}. Pass blocksize and double_quant on to nf4_bits_per_param."
-    '''),
+    ''', expected={"_cases": _QLORA}),
     code("""
     from course_utils.memory import fits_on_gpu
 
@@ -387,7 +395,11 @@ CELLS = [
     _problem = explain_mismatch(predicted_full, measured_full, tol_bytes=0.05 * measured_full["total"])
     assert not _problem, (
         f"{_problem}. The model is fp32 (what does that mean for master weights?) and AdamW keeps m and v.")
-    '''),
+    ''', '''
+    assert int(n_params) == _n_params, "count every parameter of the course model: the sum of p.numel()"
+    _problem = explain_mismatch(dict(predicted_full), _want, tol_bytes=1)
+    assert not _problem, f"predicted_full: {_problem}. It is full_finetune_bytes(n_params, 'fp32', 'adamw')."
+    ''', expected={"_n_params": _N_PARAMS, "_want": _memory.full_finetune_bytes(_N_PARAMS, "fp32", "adamw")}),
     md("""
     The only difference is Adam's `step` counter, one 4-byte number per parameter tensor.
 
@@ -430,7 +442,11 @@ CELLS = [
         f"you predicted {n_lora:,} LoRA parameters, the model trains {trainable:,}: r=8 on every q_proj and v_proj")
     _problem = explain_mismatch(predicted_lora, measured_lora, tol_bytes=0.05 * measured_lora["total"])
     assert not _problem, f"{_problem}. Gradients and AdamW state exist only for the {trainable:,} adapter parameters."
-    '''),
+    ''', '''
+    assert int(n_lora) == _n_lora, "r=8 on every q_proj and v_proj of a fresh course model"
+    _problem = explain_mismatch(dict(predicted_lora), _want, tol_bytes=1)
+    assert not _problem, f"predicted_lora: {_problem}. n_base is every frozen parameter; base and adapters in fp32."
+    ''', expected={"_n_lora": _N_LORA, "_want": _memory.lora_bytes(_N_PARAMS, _N_LORA, "fp32", "fp32", "adamw")}),
     md("""
     ## What you found
 

@@ -1,14 +1,33 @@
-"""Lab 02 -- LoRA from scratch: a LoRA linear layer, injected into the course model, trained, merged."""
-from _cells import answer, code, md, setup_cell, tests
+"""Lab 02 -- LoRA from scratch: a LoRA linear layer, injected into the course model, trained, merged.
+
+The hidden tests' expected values are computed here from course_utils.lora when the lab is built (_expected.py):
+the same deterministic layers, inputs and adapters, run through the reference.
+"""
+from textwrap import dedent
+
+import _expected as E
+from _cells import GRADING_NOTE, answer, code, md, setup_cell, tests
+
+_FORWARD = [(c, E.lora_forward(*c)) for c in [(40, 24, 3, 7, 1), (128, 352, 16, 32, 3)]]
+_DROPOUT = [(c, E.lora_dropout(*c)) for c in [(33, 21, 5, 10, 7)]]
+_MERGE = [(c, E.lora_merge(*c)) for c in [(96, 40, 2, 1, 11)]]
+_ALL_ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+_MODEL = E.lora_model(_ALL_ATTENTION, r=4, alpha=4, seed=5)
+
+
+def _helpers(hidden: str) -> str:
+    """The hidden test's own copy of the deterministic case builder, then the test."""
+    return E.LORA_CASE + E.STUDENT_MAKE + dedent(hidden)
+
 
 CELLS = [
-    md("""
+    md(f"""
     # Lab 02 — LoRA from scratch
 
     LoRA freezes a pretrained weight `W0` and learns a low-rank update next to it:
 
-    $$h = W_0 x + \\frac{\\alpha}{r} B A x, \\qquad A \\in \\mathbb{R}^{r \\times \\text{in}},\\;
-    B \\in \\mathbb{R}^{\\text{out} \\times r}$$
+    $$h = W_0 x + \\frac{{\\alpha}}{{r}} B A x, \\qquad A \\in \\mathbb{{R}}^{{r \\times \\text{{in}}}},\\;
+    B \\in \\mathbb{{R}}^{{\\text{{out}} \\times r}}$$
 
     You will build it in about 40 lines and check it, number for number, against the course's reference
     (`course_utils.lora`, itself checked against Hugging Face PEFT):
@@ -21,11 +40,11 @@ CELLS = [
     6. Training: only A and B move
     7. Merging the trained adapter: zero inference overhead
 
-    **How this lab is graded.** Write your code where it says `# YOUR CODE HERE` (delete the
-    `raise NotImplementedError()` line). Each test cell prints a ✅ line per check that passes and stops at the
+    **How this lab is graded.** Write your code where it says `# YOUR CODE HERE` (replace the
+    `raise NotImplementedError(...)` line). Each test cell prints a ✅ line per check that passes and stops at the
     first one that fails, with a question that points at the fix. When grading, the tests run again on other
-    sizes, ranks and alphas, so avoid hard-coding numbers. Do not delete or edit the test cells. Run
-    *Kernel → Restart & Run All* before you submit.
+    sizes, ranks and alphas, so avoid hard-coding numbers.
+    {GRADING_NOTE}
     """),
     setup_cell("""
     import math
@@ -118,12 +137,14 @@ CELLS = [
     '''),
     tests("lora_forward", 2, '''
     checks = check_lora_layer(LoRALinear, skip=("dropout", "delta_weight", "merge"))
-    ''', '''
-    check_lora_layer(LoRALinear, in_features=40, out_features=24, r=3, alpha=7, skip=("dropout", "delta_weight", "merge"),
-                     verbose=False)
-    _ = check_lora_layer(LoRALinear, in_features=128, out_features=352, r=16, alpha=32, seed=3,
-                     skip=("dropout", "delta_weight", "merge"), verbose=False)
-    '''),
+    ''', _helpers('''
+    for (_i, _o, _r, _a, _seed), _want in _cases:
+        _layer, _x = _case(_make, _i, _o, _r, _a, _seed)
+        _layer.eval()
+        with torch.no_grad():
+            _close(_fp(_layer(_x)), _want, f"forward (in={_i}, out={_o}, r={_r}, alpha={_a})",
+                   "Use the base's sizes, the given r and alpha, and scaling = alpha / r.")
+    '''), expected={"_cases": _FORWARD}),
 
     # ---------------------------------------------------------------------------------------------- 3
     md("""
@@ -137,10 +158,19 @@ CELLS = [
     """),
     tests("lora_dropout", 1, '''
     checks = check_lora_layer(LoRALinear, skip=("delta_weight", "merge"))
-    ''', '''
-    _ = check_lora_layer(LoRALinear, in_features=33, out_features=21, r=5, alpha=10, seed=7, skip=("delta_weight", "merge"),
-                     verbose=False)
-    '''),
+    ''', _helpers('''
+    for (_i, _o, _r, _a, _seed), _want in _cases:
+        _layer, _x = _case(_make, _i, _o, _r, _a, _seed, dropout=0.5)
+        _layer.train()
+        torch.manual_seed(_seed + 2)
+        with torch.no_grad():
+            _close(_fp(_layer(_x)), _want, f"train-mode forward with dropout=0.5 (in={_i}, out={_o}, r={_r})",
+                   "Apply nn.Dropout(p) once, to x, before A: B(A(dropout(x))) * scaling.")
+        _layer.eval()
+        with torch.no_grad():
+            _y1, _y2 = _layer(_x), _layer(_x)
+        assert torch.equal(_y1, _y2), "in eval mode dropout must be off: the same input must give the same output"
+    '''), expected={"_cases": _DROPOUT}),
 
     # ---------------------------------------------------------------------------------------------- 4
     md("""
@@ -190,8 +220,21 @@ CELLS = [
     '''),
     tests("lora_delta_weight_and_merge", 2, '''
     checks = check_lora_layer(LoRALinear)
-    ''', '''
-    check_lora_layer(LoRALinear, in_features=96, out_features=40, r=2, alpha=1, seed=11, verbose=False)
+    ''', _helpers('''
+    for (_i, _o, _r, _a, _seed), _want in _cases:
+        _layer, _x = _case(_make, _i, _o, _r, _a, _seed)
+        _layer.eval()
+        _w0 = _layer.base.weight.detach().clone()
+        with torch.no_grad():
+            _close(_fp(_layer.delta_weight()), _want["delta_weight"], f"delta_weight() (in={_i}, out={_o}, r={_r})",
+                   "It is (B @ A) * scaling, shape (out_features, in_features).")
+            _layer.merge()
+            _close(_fp(_layer.base.weight), _want["merged_weight"], "the base weight after merge()",
+                   "merge() adds delta_weight() to W0.")
+            _close(_fp(_layer(_x)), _want["forward"], "forward after merge()",
+                   "Merged, forward uses the base alone: the output must not change.")
+            _layer.unmerge()
+        assert torch.allclose(_layer.base.weight, _w0, atol=1e-6), "unmerge() must restore W0"
     _layer = LoRALinear(nn.Linear(8, 8), r=2, alpha=4)
     _layer.merge()
     for _what, _call in [("merging twice", _layer.merge), ("unmerging twice", lambda: (_layer.unmerge(), _layer.unmerge()))]:
@@ -201,7 +244,7 @@ CELLS = [
             pass
         else:
             raise AssertionError(f"{_what} should raise RuntimeError: it would add or subtract ΔW a second time")
-    '''),
+    '''), expected={"_cases": _MERGE}),
 
     # ---------------------------------------------------------------------------------------------- 5
     md("""
@@ -253,24 +296,26 @@ CELLS = [
         check_value("logits at step 0", model(probe).logits, logits_base, atol=1e-6,
                     hint="B = 0 at init, so the adapted model must give exactly the base model's outputs")
     ''', '''
-    _stu, _ = load_course_model()
-    _ref, _ = load_course_model()
-    _names = inject_lora(_stu, ("q_proj", "k_proj", "v_proj", "o_proj"), r=4, alpha=4)
-    add_lora(_ref, ["q_proj", "k_proj", "v_proj", "o_proj"], r=4, alpha=4)
-    check_value("wrapped layers (all attention)", len(_names), 16, verbose=False,
-                hint="use target_names, not a fixed ('q_proj', 'v_proj')")
-    check_value("trainable parameters (r=4, all attention)", count_parameters(_stu)[0], count_parameters(_ref)[0],
-                verbose=False, hint="use r and alpha from the arguments")
-    torch.manual_seed(0)
+    _stu, _tok = load_course_model()
+    _names = sorted(inject_lora(_stu, ("q_proj", "k_proj", "v_proj", "o_proj"), r=4, alpha=4))
+    assert _names == _want["names"], (
+        f"wrapped {len(_names)} layers for all four attention projections, expected {len(_want['names'])}: "
+        "use target_names, not a fixed ('q_proj', 'v_proj')")
+    _trainable = sum(p.numel() for p in _stu.parameters() if p.requires_grad)
+    assert _trainable == _want["trainable"], (
+        f"{_trainable:,} trainable parameters with r=4 on all attention, expected {_want['trainable']:,}: "
+        "use r and alpha from the arguments, and freeze everything else")
+    _g = torch.Generator().manual_seed(5)
     with torch.no_grad():
         for _n in _names:
-            _s, _r = _stu.get_submodule(_n), _ref.get_submodule(_n)
-            _r.B.normal_(0, 0.02)
-            _s.lora_A.copy_(_r.A)
-            _s.lora_B.copy_(_r.B)
-        check_value("logits with the same A and B as the reference", _stu(probe).logits, _ref(probe).logits,
-                    atol=1e-5, verbose=False, hint="does every wrapped layer use scaling = alpha / r?")
-    '''),
+            _s = _stu.get_submodule(_n)
+            _s.lora_A.copy_(torch.randn(_s.lora_A.shape, generator=_g) * 0.05)
+            _s.lora_B.copy_(torch.randn(_s.lora_B.shape, generator=_g) * 0.05)
+        _stu.eval()
+        _probe = _tok(["dear emma, today the cat ate my pear"], return_tensors="pt").input_ids
+        _close(_fp(_stu(_probe).logits), _want["logits"], "logits with given A and B in every wrapped layer",
+               "does every wrapped layer use scaling = alpha / r?")
+    ''', expected={"_want": _MODEL}),
 
     # ---------------------------------------------------------------------------------------------- 6
     md("""
@@ -350,18 +395,12 @@ CELLS = [
         check_value(f"W0 after unmerge ({_n.split('.', 1)[1]})", model.get_submodule(_n).base.weight,
                     W0_before[_n], atol=1e-6, verbose=False, hint="unmerge() must restore W0 = W - ΔW")
     ''', '''
-    from course_utils.lora import LoRALinear as _RefLoRA
-
     for _n in wrapped:
         _s = model.get_submodule(_n)
-        _r = _RefLoRA(nn.Linear(_s.base.in_features, _s.base.out_features, bias=False), _s.r, _s.alpha)
         with torch.no_grad():
-            _r.base_layer.weight.copy_(W0_before[_n])
-            _r.A.copy_(_s.lora_A)
-            _r.B.copy_(_s.lora_B)
-            _r.merge()
-        check_value(f"merged W ({_n})", merged_W[_n], _r.base_layer.weight, atol=1e-6, verbose=False,
-                    hint="merge must add exactly (B @ A) * alpha / r to W0")
+            _expected_W = W0_before[_n] + (_s.lora_B @ _s.lora_A) * (_s.alpha / _s.r)
+        assert torch.allclose(merged_W[_n], _expected_W, atol=1e-6), (
+            f"merged W ({_n}): merge must add exactly (B @ A) * alpha / r to W0")
     '''),
     md("""
     ## What you built
