@@ -3,8 +3,9 @@
 For every chapter (notebooks/NN_*.ipynb, the edition `make lab` opens), in one page, one after another:
 Kernel > Restart Kernel and Run All Cells..., then: every code cell ran, in order; no output holds a traceback
 (widget outputs included, and errors the kernel sent while a widget was moving); every image loaded; the chapter's
-title and section headings are on the page; no warning on stderr. Then every control of every widget is moved
-through all its positions, and no position may raise. Also: what the student mode shows on first load, and the
+title and section headings are on the page; no cell shows a warning. Then every control of every widget is moved
+through its positions with the keyboard (a slider of more than 60 positions every 5th step, a dense sample;
+COURSE_SLIDER_POSITIONS=100000 for every step), and no position may raise. Also: what the student mode shows on first load, and the
 labs' messages for an unanswered, a wrong and a right answer.
 
 Skips with one line where Chromium is missing (`apt-get install chromium`, or COURSE_CHROMIUM=/path/to/chromium).
@@ -33,6 +34,8 @@ pytestmark = [pytest.mark.slow,
                                  reason=f"no Chromium: `apt-get install chromium` (or set {CHROMIUM_ENV}) to run it")]
 
 TIMES: dict[str, dict[str, float]] = {}
+SWEPT: dict[str, dict[str, tuple[int, int]]] = {}  # chapter -> control -> (positions visited, positions)
+SLIDER_POSITIONS_ENV = "COURSE_SLIDER_POSITIONS"  # sliders with more positions are sampled (default 60)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +52,7 @@ def lab(request):
         browser = launch_browser(p)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.set_default_timeout(60_000)
-        lab = LabPage(page, server)
+        lab = LabPage(page, server, slider_positions=int(os.environ.get(SLIDER_POSITIONS_ENV, 60)))
         lab.goto(server.printed_url())
         lab.landing = first_load(lab)
         TIMES["(server start and first load)"] = {"run": time.perf_counter() - t0}
@@ -97,6 +100,8 @@ def report_times(config) -> None:
     lines = ["", "browser test, seconds:                run all   widget sweep"]
     lines += [f"  {name:<36} {t.get('run', 0):6.1f}   {t.get('sweep', 0):6.1f}" for name, t in TIMES.items()]
     lines.append(f"  {'total':<36} {sum(sum(t.values()) for t in TIMES.values()):6.1f}")
+    lines += [f"  {chapter} widget positions visited: " + ", ".join(f"{label} {v}/{n}" for label, (v, n) in c.items())
+              for chapter, c in SWEPT.items() if c]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "times.txt").write_text("\n".join(lines) + "\n")
     tr, capman = (config.pluginmanager.get_plugin(n) for n in ("terminalreporter", "capturemanager"))
@@ -164,7 +169,8 @@ def test_chapter_runs_in_the_browser(lab, path):
         t0 = time.perf_counter()
         swept = lab.sweep_widgets()
         TIMES[path.stem] = {"run": run_s, "sweep": time.perf_counter() - t0}
-        problems += [f"widget control {label!r}: {len(s['errors'])} of {s['positions']} positions raise, at "
+        SWEPT[path.stem] = {label: (s["visited"], s["positions"]) for label, s in swept.items()}
+        problems += [f"widget control {label!r}: {len(s['errors'])} of {s['visited']} positions raise, at "
                      f"{', '.join(str(v) for v, _ in s['errors'][:8])}{', ...' if len(s['errors']) > 8 else ''}: "
                      f"{s['errors'][0][1]}" for label, s in swept.items() if s["errors"]]
         fail_with_screenshot(lab, path.stem, problems)
