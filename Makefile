@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test test-fast setup doctor bench rebuild-model notebooks labs-release grade feedback export-grades clean
+.PHONY: lab instructor site test test-fast setup doctor bench rebuild-model notebooks labs-release grade feedback export-grades clean
 
 setup: $(STAMP)
 
@@ -18,8 +18,16 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# Student mode: opens chapter 00, instructor folders hidden (docs/classroom.md). Instructor mode: everything.
 lab: setup
 	$(PY) -m course_utils lab
+
+instructor: setup
+	$(PY) -m course_utils instructor
+
+# The chapters as static HTML (build/site/index.html), to read without running anything.
+site: setup
+	$(PY) scripts/build_site.py
 
 test: setup
 	$(PY) -m pytest

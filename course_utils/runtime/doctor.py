@@ -48,18 +48,13 @@ def collect() -> tuple[list[tuple[str, str]], list[str]]:
 
     device = "cuda: " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
     rows.append(("device", device))
-    try:
-        from . import bnb_guard
-
-        st = bnb_guard.status()
-        rows.append(("bitsandbytes backend", ", ".join(f"{k}={v}" for k, v in st.items())))
-    except ImportError:
-        rows.append(("bitsandbytes backend", "guard not installed"))
+    rows.append(("bitsandbytes guard", _guard_line(problems)))
     from ..nf4 import native as nf4_native
 
-    rows.append(("NF4 dequantize", nf4_native.status()))  # no compiler is fine: the torch path is just slower
+    rows.append(("NF4 dequantize", _nf4_line(nf4_native.status())))  # no compiler is fine: torch is just slower
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-    rows.append(("hub", "offline (HF_HUB_OFFLINE=1)" if offline else "ONLINE (COURSE_ONLINE=1)"))
+    rows.append(("hub", "offline: nothing is downloaded (COURSE_ONLINE=1 lifts it)" if offline
+                 else "ONLINE (COURSE_ONLINE=1): models may be downloaded from the Hugging Face hub"))
 
     from .manifest import verify_manifest
     from ..models import COURSE_MODEL_ENV, resolve_model_source, timed_load
@@ -77,6 +72,38 @@ def collect() -> tuple[list[tuple[str, str]], list[str]]:
     if os.environ.get(COURSE_MODEL_ENV):
         rows.append(("COURSE_MODEL", os.environ[COURSE_MODEL_ENV]))
     return rows, problems
+
+
+def _guard_line(problems: list[str]) -> str:
+    """One sentence on course_utils.bnb_guard, from its status flags."""
+    try:
+        from . import bnb_guard
+    except ImportError:
+        return "not part of this install"
+    st = bnb_guard.status()
+    if not st["bitsandbytes_importable"]:
+        return "not needed: bitsandbytes is not installed"
+    if st["error"]:
+        problems.append(f"the bitsandbytes guard failed ({st['error']}): QLoRA on the CPU may train wrongly. "
+                        "Fix: `make setup` to reinstall the pinned bitsandbytes.")
+        return f"FAILED: {st['error']}"
+    if st["disabled_by_env"] or not st["guard_active"]:
+        return (f"off ({bnb_guard.ENV_SWITCH}=0): an eval before training can silently break QLoRA on CPUs with "
+                "AVX512-BF16")
+    cpu = "this CPU has AVX512-BF16, so it needs it" if st["cpu_avx512_bf16"] else "this CPU has no AVX512-BF16"
+    if st["waiting_for_import"]:
+        return f"on: fixes bitsandbytes' CPU 4-bit path when a notebook first imports it ({cpu})"
+    fix = {"applied": "row-block dequantize fixed", "not needed": "dequantize already right here",
+           "not applicable": "no native CPU library"}.get(st["dequant_fix"], st["dequant_fix"])
+    return f"on: eval repack blocked, {fix} ({cpu})"
+
+
+def _nf4_line(status: str) -> str:
+    """course_utils.nf4_native.status() without compiler flags."""
+    if status.startswith("native"):
+        return "compiled C kernel (fast path)"
+    reason = status.split(":", 1)[1].strip() if ":" in status else status
+    return f"plain torch, 1.4-2.6x slower ({reason}); a C compiler (cc) enables the fast path"
 
 
 def doctor(raise_on_problem: bool = False) -> bool:

@@ -405,29 +405,14 @@ print(f"LoRA uses {totals['LoRA'] / totals['full FT']:.0%} and QLoRA {totals['QL
 
 # %% [markdown]
 # ## 2.8 Does model X fit my GPU?
-# Move the sliders (in Jupyter with ipywidgets). Activations are yours to add: 2.6 printed the 7B estimate
-# for one 2,048-token sequence, with and without gradient checkpointing.
-
-# %%
-def show_fit(params_billion=7.0, gpu_gib=16, method="qlora", activation_gib=0.0, lora_fraction=0.01):
-    f = fits_on_gpu(params_billion * 1e9, gpu_gib, method, lora_fraction=lora_fraction,
-                    activation_bytes=int(activation_gib * GIB))
-    parts = ", ".join(f"{k} {v / GIB:.1f}" for k, v in f.breakdown.items() if k != "total")
-    verdict = "fits" if f.fits else "does NOT fit"
-    print(f"{params_billion:g}B, {method}: needs {f.needed_gib:.1f} GiB ({parts}, activations {activation_gib:.1f}) "
-          f"-> {verdict} in {gpu_gib} GiB")
-    return f
-
+# The figure answers for three common GPUs; below it, move the sliders for yours (they need a running kernel).
+# Activations are yours to add: 2.6 printed the 7B estimate for one 2,048-token sequence; gradient checkpointing
+# cuts it to about one layer input per layer.
 
 # %% tags=["nbval-ignore-output"]
-try:
-    from ipywidgets import FloatSlider, interact
+from course_utils.widgets import fit_explorer, show_fit
 
-    interact(show_fit, params_billion=FloatSlider(value=7, min=0.5, max=80, step=0.5), gpu_gib=[8, 12, 16, 24, 40, 48, 80],
-             method=["full", "lora", "qlora"], activation_gib=FloatSlider(value=0, min=0, max=40, step=0.5),
-             lora_fraction=FloatSlider(value=0.01, min=0.001, max=0.05, step=0.001, readout_format=".3f"))
-except ImportError:
-    print("ipywidgets is not installed: call show_fit(...) as in the next cell")
+fit_explorer()
 
 # %% [markdown]
 # The same answers without widgets, for the scenario this chapter opened with: a 7B model on a 16 GiB card.
@@ -436,26 +421,6 @@ except ImportError:
 answers = {m: show_fit(7, 16, m) for m in ["full", "lora", "qlora"]}
 assert [a.fits for a in answers.values()] == [False, True, True]
 assert not show_fit(7, 16, "lora", activation_gib=act_7b / GIB).fits, "LoRA + one 2k sequence: over 16 GiB"
-
-# %% [markdown]
-# The same calculator as one picture, for reading without a running kernel: the memory each method needs before
-# activations, for models from 1B to 70B parameters, against common GPU sizes.
-
-# %%
-from course_utils.plots import plot_lines
-
-sizes_b = [1, 2, 4, 7, 13, 34, 70]
-needed = {m: [fits_on_gpu(b * 1e9, 80, m).needed_gib for b in sizes_b] for m in ["full", "lora", "qlora"]}
-ax = plot_lines(sizes_b, needed, title="GiB needed before activations (1% adapters)", xlabel="model size (parameters, log scale)",
-                ylabel="GiB (log)", logx=True, logy=True)
-ax.set_xticks(sizes_b, labels=[f"{b}B" for b in sizes_b])
-for gpu in [8, 16, 24, 80]:
-    ax.axhline(gpu, color="grey", linestyle=":", linewidth=1)
-    ax.annotate(f"{gpu} GiB GPU", (sizes_b[-1], gpu), xytext=(0, -11), textcoords="offset points", color="grey",
-                ha="right", fontsize=8)
-plt.show()
-largest = {m: max((b for b, g in zip(sizes_b, v) if g <= 24), default=None) for m, v in needed.items()}
-print("largest model of this list that fits 24 GiB before activations:", {m: f"{b}B" for m, b in largest.items()})
 
 # %% [markdown]
 # With a bf16 base, LoRA on 7B fits 16 GiB only on paper: one 2,048-token sequence of activations pushes it

@@ -239,6 +239,16 @@ print("attention updates more low-rank than MLP updates on every run:", attentio
 # the rank costs in loss is a question of hyperparameters, measured by training LoRAs of different ranks.
 
 # %% [markdown]
+# **Explore:** pick a weight matrix of this fine-tune and a rank r. The explorer shows the share of that matrix's
+# ||ΔW||² a rank-r LoRA could keep, next to the numbers it trains. The figure shows the same trade-off for every
+# layer type (no kernel needed); the sliders need a running kernel.
+
+# %% tags=["nbval-ignore-output"]
+from course_utils.widgets import rank_explorer
+
+rank_explorer(deltas)
+
+# %% [markdown]
 # ## 5.4 LoRA on one layer
 # `course_utils.lora.LoRALinear` wraps a frozen linear layer: forward = W0 x + B(A x) · alpha / r.
 # Initialisation: the LoRA paper (Hu et al.) draws A from a Gaussian; PEFT, and `course_utils.lora` with it,
