@@ -90,7 +90,8 @@ def tree_state(*roots) -> dict:
 
 
 def git_status() -> str:
-    return subprocess.run(["git", "status", "--ignored", "--porcelain", "--untracked-files=all"], cwd=ROOT,
+    # --no-optional-locks: a plain `git status` refreshes .git/index, which the tree snapshot would see as a change
+    return subprocess.run(["git", "--no-optional-locks", "status", "--ignored", "--porcelain", "--untracked-files=all"], cwd=ROOT,
                           capture_output=True, text=True, check=True).stdout
 
 
