@@ -503,8 +503,8 @@ with torch.no_grad():
             assert repacked, "without the guard, one innocent eval forward repacks the layer"
 
 # %% [markdown]
-# With the guard off, one evaluation before training is enough. Chapter 10 (failure modes) measures what the
-# repack does to a fine-tune.
+# With the guard off, one evaluation before training is enough: the layer is repacked and its double quantization
+# is gone for good. With the guard on, the same forward leaves the layer exactly as it was.
 
 # %% [markdown]
 # ## 9.9 Exercises
