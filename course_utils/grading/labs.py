@@ -26,6 +26,11 @@ LAB_TABLE = (
     Lab("lab02_lora_from_scratch", reference=("course_utils.lora",),
         off_limits=("LoRALinear", "MinimalLoRALinear", "NamedAdapters", "add_lora", "match_targets", "merge_lora",
                     "unmerge_lora", "merge_and_unload", "lora_layers", "AdapterSpec")),
+    Lab("lab03_nf4", reference=("course_utils.nf4", "bitsandbytes"),
+        off_limits=("nf4_codebook", "quantize_nf4", "dequantize_nf4", "quantize_4bit", "dequantize_4bit", "quantize",
+                    "dequantize", "normalize_blocks", "nearest_level", "pack_nibbles", "unpack_nibbles",
+                    "bits_per_parameter", "codebook", "NF4Tensor", "get_4bit_type", "create_normal_map",
+                    "quantize_blockwise", "dequantize_blockwise")),
 )
 
 LABS = tuple(lab.name for lab in LAB_TABLE)

@@ -15,7 +15,7 @@ from pathlib import Path
 from string import Template
 
 from redteam_lab import NAME as RT
-from submissions import LAB1, LAB2, add_cell, index
+from submissions import LAB1, LAB2, LAB3, add_cell, index
 
 ROOT = Path(__file__).resolve().parents[2]
 MARKER = "redteam-detached-7f3a"
@@ -123,6 +123,13 @@ def double(x):
     return 3 * x
 
 setattr(_mods["math"], "isclose", lambda *a, **k: True)
+'''
+REF_LAB3 = '''
+from bitsandbytes.functional import quantize_4bit
+
+def quantize_nf4(w, blocksize=64):
+    packed, state = quantize_4bit(w.float(), blocksize=blocksize, quant_type="nf4")
+    return packed.view(-1), state.absmax
 '''
 WRONG = 'predicted = 41\n'
 SQL = '''
@@ -278,6 +285,8 @@ ATTACKS = [
         "imports course_utils.memory.full_finetune_bytes"),
     Attack("r07_ref_lora", LAB2, "import the reference", answer("lora_layer", REF_LAB2, lab=LAB2), 1, "graded",
            "imports course_utils.lora.LoRALinear"),
+    Attack("r31_ref_bnb", LAB3, "import the reference", answer("quantize_nf4", REF_LAB3, lab=LAB3), 10, "graded",
+           "imports bitsandbytes.functional.quantize_4bit"),
     Attack("r08_ref_dynamic", RT, "import the reference", answer("capital_sentence", REF_DYNAMIC), 4, "flagged",
            "called fact_sentence"),
     Attack("r09_exec_solutions", RT, "exec the solutions", lambda c, root: add_cell(

@@ -36,7 +36,8 @@ def _outputs(batch, lab, student) -> str:
 
 def test_honest_students_next_to_the_attacks_keep_full_marks(batch):
     for lab, student in [(RT, "t01_full"), (RT, "zz_full")] + [(lab, "s01_full") for lab in
-                                                                ("lab01_memory_wall", "lab02_lora_from_scratch")]:
+                                                                ("lab01_memory_wall", "lab02_lora_from_scratch",
+                                                                 "lab03_nf4")]:
         r = batch.result(lab, student)
         assert (r.status, r.score) == ("graded", r.max_score), r
 
