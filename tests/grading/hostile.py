@@ -15,7 +15,7 @@ from pathlib import Path
 from string import Template
 
 from redteam_lab import NAME as RT
-from submissions import LAB1, LAB2, LAB3, add_cell, index
+from submissions import LAB1, LAB2, LAB3, LAB4, add_cell, index
 
 ROOT = Path(__file__).resolve().parents[2]
 MARKER = "redteam-detached-7f3a"
@@ -131,6 +131,8 @@ def quantize_nf4(w, blocksize=64):
     packed, state = quantize_4bit(w.float(), blocksize=blocksize, quant_type="nf4")
     return packed.view(-1), state.absmax
 '''
+FULL_FT = 'model.requires_grad_(True)\nn_trainable = count_parameters(model)[0]\n'
+NO_QUANT = 'model = copy.deepcopy(base)\n'
 WRONG = 'predicted = 41\n'
 SQL = '''
 import sqlite3
@@ -287,6 +289,11 @@ ATTACKS = [
            "imports course_utils.lora.LoRALinear"),
     Attack("r31_ref_bnb", LAB3, "import the reference", answer("quantize_nf4", REF_LAB3, lab=LAB3), 10, "graded",
            "imports bitsandbytes.functional.quantize_4bit"),
+    # not an attack but the two ways lab04 must refuse: each fails with its reason, the honest rest still counts
+    Attack("r32_full_finetune", LAB4, "train the full model", answer("add_adapters", FULL_FT, lab=LAB4), 2, "graded",
+           "failed: add_adapters_tests"),
+    Attack("r33_no_quant", LAB4, "never quantize", answer("quantize_base", NO_QUANT, lab=LAB4), 4, "graded",
+           "failed: quantize_base_tests"),
     Attack("r08_ref_dynamic", RT, "import the reference", answer("capital_sentence", REF_DYNAMIC), 4, "flagged",
            "called fact_sentence"),
     Attack("r09_exec_solutions", RT, "exec the solutions", lambda c, root: add_cell(

@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 
 ROOT = Path(__file__).resolve().parents[2]
-LAB1, LAB2, LAB3 = "lab01_memory_wall", "lab02_lora_from_scratch", "lab03_nf4"
+LAB1, LAB2, LAB3, LAB4 = "lab01_memory_wall", "lab02_lora_from_scratch", "lab03_nf4", "lab04_qlora"
 
 
 def gid(cell):
@@ -61,7 +61,8 @@ def add_cell(nb, after_grade_id, source):
 
 PARTIAL = {LAB1: {"bytes_per_param", "nf4_bits_per_param", "optimizer_bytes_per_param"},
            LAB2: {"lora_parameter_count", "lora_layer"},
-           LAB3: {"nf4_codebook", "normalize_blocks", "nearest_code"}}
+           LAB3: {"nf4_codebook", "normalize_blocks", "nearest_code"},
+           LAB4: {"quantize_base", "add_adapters"}}
 
 
 def messy(course: Course):
