@@ -507,6 +507,36 @@ with torch.no_grad():
 # is gone for good. With the guard on, the same forward leaves the layer exactly as it was.
 
 # %% [markdown]
+# The second trap is in bitsandbytes' native CPU dequantization, and which form it takes depends on the kernel
+# bitsandbytes picks for the CPU: on AVX512 machines blocks that span rows (down_proj: 352 inputs per row) get
+# the wrong absmax; on AVX2-only machines a 1-D weight comes back with the wrong shape. The guard probes for both
+# when it is installed (`dequant_fix` above: "applied" means this machine has one). Here bitsandbytes quantizes
+# down_proj, and a flattened copy of it, and dequantizes both with the guard on and off:
+
+# %% tags=["nbval-ignore-output"]
+import contextlib
+
+w_down = linear_weights["model.layers.0.mlp.down_proj"]
+quantized_down = {name: bnbF.quantize_4bit(w, blocksize=64, quant_type="nf4")
+                  for name, w in [("2-D", w_down), ("1-D", w_down.reshape(-1))]}
+dequant = {}
+for guarded in (True, False):
+    with contextlib.nullcontext() if guarded else bnb_guard.disabled():
+        for name, (packed, state) in quantized_down.items():
+            w_hat = bnbF.dequantize_4bit(packed, state)
+            dequant[guarded, name] = (tuple(w_hat.shape), (w_hat.reshape(-1) - w_down.reshape(-1)).abs().mean().item())
+for (guarded, name), (shape, err) in dequant.items():
+    print(f"guard {'on ' if guarded else 'off'} {name}: shape {shape}, mean |w - w_hat| {err:.5f}")
+
+# %%
+nf4_error = quantization_error(w_down, 64)
+assert all(dequant[True, name] == (tuple(w.shape), nf4_error) for name, w in [("2-D", w_down), ("1-D", w_down.reshape(-1))]), \
+    "with the guard, bitsandbytes returns the right shape and exactly NF4's own error"
+if bnb_guard.status()["dequant_fix"] == "applied":
+    assert any(dequant[False, k] != dequant[True, k] for k in ("2-D", "1-D")), "unguarded, one of the two goes wrong"
+print("with the guard: both shapes right, the error is NF4's own,", f"{nf4_error:.5f}")
+
+# %% [markdown]
 # ## 9.9 Exercises
 # **Exercise 9.1.** A 7B model (6.74e9 parameters, treat them all as linear weights) in NF4 with double
 # quantization, blocks of 64: how many GiB do its weights take? Use `bits_per_parameter`.
