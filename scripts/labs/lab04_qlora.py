@@ -5,12 +5,27 @@ The pass threshold of the held-out loss is set when the lab is built from the re
 (_expected_qlora.py); the hidden tests also hold the base model's 4-bit bytes as a checksum, so a submission whose
 base is not NF4, or was trained, fails with the reason.
 """
+from textwrap import dedent
+
 import _expected_qlora as E
 from _cells import GRADING_NOTE, answer, code, md, setup_cell, tests
 
 _REF = E.reference_runs()
 _THRESHOLD = _REF["threshold"]
 _BASE_DIGEST = E.nf4_base_digest()
+
+_DIGEST = '''
+import hashlib
+
+
+def _nf4_digest(m):
+    """sha256 over every NF4 layer's codes and constants: the base's 4-bit bytes, bit for bit."""
+    h = hashlib.sha256()
+    for _, layer in nf4_layers(m):
+        for t in (layer.weight_codes, layer.weight_absmax, layer.weight_absmax_scale, layer.weight_absmax_offset):
+            h.update(t.detach().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+'''
 
 CELLS = [
     md(f"""
@@ -90,7 +105,11 @@ CELLS = [
                 hint="quantize_model's defaults: blocksize=64, double_quant=True")
     _ = check_value("base left unchanged", type(base.model.layers[0].self_attn.q_proj).__name__, "Linear",
                     hint="quantize a copy: quantize_model(copy.deepcopy(base)); quantize_model changes its argument")
-    '''),
+    ''', _DIGEST + dedent('''
+    assert _nf4_digest(model) == _BASE_DIGEST, (
+        "the 4-bit layers are not the course model's weights in NF4 with double quantization, blocks of 64: "
+        "quantize_model(copy.deepcopy(base)) with its defaults")
+    '''), expected={"_BASE_DIGEST": _BASE_DIGEST}),
 
     # ---------------------------------------------------------------------------------------------- 2
     md(f"""
@@ -101,6 +120,7 @@ CELLS = [
     it); the budget decides the rank. Then set `n_trainable` with `count_parameters(model)[0]`.
     """),
     answer("add_adapters", '''
+    torch.manual_seed(0)  # LoRA's A matrices are random: fixed, so that a rerun gives the same numbers
     ### BEGIN SOLUTION
     model = add_lora(model, "all-linear", r=4, alpha=8)
     ### END SOLUTION
@@ -143,14 +163,8 @@ CELLS = [
     check_value("held-out loss below {_THRESHOLD}", eval_loss(model, held_out) < {_THRESHOLD}, True,
                 hint=f"held-out loss {{eval_loss(model, held_out):.3f}}: more steps, a higher learning rate "
                      "(1e-2 or more for LoRA here), or adapters on every linear layer")
-    ''', f'''
-    import hashlib
-
-    _h = hashlib.sha256()
-    for _n, _m in nf4_layers(model):
-        for _t in (_m.weight_codes, _m.weight_absmax, _m.weight_absmax_scale, _m.weight_absmax_offset):
-            _h.update(_t.detach().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    assert len(nf4_layers(model)) == 28 and _h.hexdigest() == _BASE_DIGEST, (
+    ''', _DIGEST + dedent(f'''
+    assert len(nf4_layers(model)) == 28 and _nf4_digest(model) == _BASE_DIGEST, (
         "the 4-bit base is not the course model quantized with QLoRA's defaults, or it changed during training: "
         "quantize a copy of the base, and train only the adapters")
     _n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -159,7 +173,7 @@ CELLS = [
         "a full-precision linear layer is back in the model: the base must stay 4-bit")
     _loss = eval_loss(model, held_out)
     assert _loss < {_THRESHOLD}, f"held-out loss {{_loss:.3f}}, the pass mark is {_THRESHOLD}"
-    ''', expected={"_BASE_DIGEST": _BASE_DIGEST}),
+    '''), expected={"_BASE_DIGEST": _BASE_DIGEST}),
 
     # ---------------------------------------------------------------------------------------------- 4
     md("""
@@ -191,6 +205,15 @@ CELLS = [
                 hint="save_adapter(model, adapter_dir) writes every adapter of the model")
     _ = check_value("the same weights", all(torch.equal(_theirs[n].float(), _ours[n].float()) for n in _ours), True,
                     hint="save the trained model's adapter, after training")
+    ''', '''
+    import json
+
+    from safetensors.torch import load_file
+
+    _cfg = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
+    assert _cfg.get("peft_type") == "LORA", "adapter_config.json must describe a LoRA adapter (save_adapter writes it)"
+    _n_saved = sum(t.numel() for t in load_file(str(Path(adapter_dir) / "adapter_model.safetensors")).values())
+    assert _n_saved <= BUDGET, f"the saved adapter holds {_n_saved:,} numbers, over the budget of {BUDGET:,}"
     '''),
     md("""
     ## What you built
