@@ -549,15 +549,16 @@ exercise("9.1 7B in NF4 + DQ (GiB)", answer_7b_gib, expected=6.74e9 * 4.127 / 8 
          hint="4 + 8/64 + 32/(64*256) bits per weight, divided by 8 bits per byte, then by 2**30")
 
 # %% [markdown]
-# **Exercise 9.2.** Write `nf4_level_count(bits)`: how many levels of each sign, and zero, an NF4-style code
-# with `bits` bits has (the asymmetric construction). Return (positive, zero, negative) for 4 bits.
+# **Exercise 9.2.** Complete `answer_nf4_split()`: how many positive levels, zero levels and negative levels
+# NF4's asymmetric construction gives 16 codes. Return them as (positive, zero, negative).
 
 # %%
-### BEGIN SOLUTION
 def answer_nf4_split():
-    n = 2**4
-    return (n // 2, 1, n // 2 - 1)
-### END SOLUTION
+    ### BEGIN SOLUTION
+    return (16 // 2, 1, 16 // 2 - 1)  # one more positive level than negative ones, and an exact 0
+    ### END SOLUTION
+
+
 exercise("9.2 NF4 levels: positive, zero, negative", answer_nf4_split,
          expected=[int((nf4 > 0).sum()), int((nf4 == 0).sum()), int((nf4 < 0).sum())], rtol=0,
          hint="16 codes; 0 must be exact; one side gets one level more")
