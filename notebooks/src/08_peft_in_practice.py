@@ -78,6 +78,7 @@ reveal("trainable % on the course model, r = 64 on q, v", course_pct, rtol=0.1,
        why="r (in + out) = 64 x 256 per matrix, 8 matrices: large next to a model this small.")
 assert printed.getvalue().strip() == trainable_report(peft_model), "course_utils counts exactly as PEFT does"
 assert course_pct > 5, "on a 1 M-parameter model, r = 64 is not a small adapter"
+assert round(sum(p.numel() for p in base.parameters()) / 1e6, 2) == 1.07, "the course model's size, as stated above"
 
 # %% [markdown]
 # Over 5%: far from "< 0.5%". The percentage depends on the model's size: an adapter on a d × d matrix has
@@ -85,7 +86,7 @@ assert course_pct > 5, "on a 1 M-parameter model, r = 64 is not a small adapter"
 # same line for our own LoRA (asserted above, character for character).
 #
 # Now Llama-2-7B, the model the claim is about. Built on the "meta" device, a model has every parameter's shape
-# and none of its memory, so PEFT can wrap and count it in a second on a laptop.
+# and none of its memory, so PEFT can wrap and count it on a laptop.
 #
 # **Predict:** the same config on a 7B Llama trains what percentage?
 
@@ -174,7 +175,7 @@ reveal("PEFT vs course_utils.lora losses", "identical" if identical else "close"
 assert identical, "every loss of every step, and the held-out loss, bit for bit, on every seed"
 
 # %% [markdown]
-# Not close: identical, every step, every seed (15 losses of up to 17 significant digits each). `course_utils.lora`
+# Not close: identical, every loss of every step, on every seed. `course_utils.lora`
 # builds A and B in PEFT's order (so the seed draws the same A), runs the same operations in the same order, and
 # applies dropout to the adapter's input as PEFT does. Whatever you learned about LoRA from our code holds for PEFT.
 
@@ -284,11 +285,12 @@ print(f"the base model's weights: {base_bytes / 1e6:.2f} MB; the adapter: "
 # %%
 reveal("adapter_model.safetensors (kB)", sizes["adapter_model.safetensors"] / 1e3, rtol=0.1,
        why="78,848 numbers x 4 bytes, plus a JSON header naming each tensor.")
+assert trained_peft.get_nb_trainable_parameters()[0] == 78_848, "the count stated in the question"
 assert 78_848 * 4 < sizes["adapter_model.safetensors"] < 78_848 * 4 * 1.1
 
 # %% [markdown]
 # Loading takes a fresh base model and the folder; `merge_and_unload` folds ΔW into W0 and returns a plain
-# transformers model (no PEFT code at inference, chapter 12 times it). Several adapters can share one base:
+# transformers model (no PEFT code left at inference). Several adapters can share one base:
 # `load_adapter(folder, adapter_name=...)` adds one, `set_adapter` switches.
 
 # %%
@@ -395,8 +397,9 @@ exercise("8.2 rsLoRA config's scaling", check(answer_config) if check else None,
          expected=scaling(32, 16, use_rslora=True), rtol=1e-9, hint="use_rslora=True: alpha / sqrt(r)")
 
 # %% [markdown]
-# **Question 8.3.** Your adapter trained with `modules_to_save=["lm_head"]` is 100× bigger on disk than the plain
-# LoRA one. Name two ways to keep the fix of 8.3 and most of the size saving.
+# **Question 8.3.** The adapter trained with `modules_to_save=["lm_head"]` is bigger on disk than the plain LoRA one
+# (the trainable column of 8.3), and on a 7B model with a 32,000-row head the gap is far larger. Name two ways to
+# keep the fix of 8.3 and most of the size saving.
 #
 # ### BEGIN SOLUTION
 # Train only the rows that matter: PEFT's `trainable_token_indices` updates chosen embedding / output rows (here the
