@@ -176,7 +176,7 @@ assert identical, "every loss of every step, and the held-out loss, bit for bit,
 
 # %% [markdown]
 # Not close: identical, every loss of every step, on every seed. `course_utils.lora`
-# builds A and B in PEFT's order (so the seed draws the same A), runs the same operations in the same order, and
+# builds A and B in PEFT's order (so one seed draws the same A in both), runs the same operations in the same order, and
 # applies dropout to the adapter's input as PEFT does. Whatever you learned about LoRA from our code holds for PEFT.
 
 # %% [markdown]
