@@ -11,7 +11,6 @@ Where things are (module -> the chapters and labs that use it):
       lora/          05-08, 12, lab02   LoRA layers, injection, merging, adapters on disk (PEFT's format)
       sweeps         07, 08      one fine-tune as a function of its knobs (rank, alpha, lr, dropout), over seeds
       nf4/           03, 09, lab03      NF4 and double quantization, bit-exact with bitsandbytes; 4-bit layers
-      experiments/   10, lab05   guided failure experiments: each failure measured, then fixed
     The course model and how it trains
       models, tokenizer   the embedded 4-layer Llama (00+); COURSE_MODEL swaps in a real one
       world, data         the generated "tiny world" corpus and the committed datasets
@@ -24,6 +23,7 @@ Where things are (module -> the chapters and labs that use it):
       grading/            nbgrader release / collect / autograde / feedback / export
     Plumbing
       runtime/            paths and caches, the offline guard, checksums, the bitsandbytes CPU guard, the doctor
+      lab_modes           `python -m course_utils lab | instructor`: JupyterLab in student or instructor mode
 
 Importing the package keeps every cache inside the repo, keeps the hub offline by default, and installs the
 bitsandbytes CPU guard before any notebook can trip over it. Submodules are imported on use, so

@@ -14,7 +14,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted((ROOT / "notebooks" / "src").glob("[0-9][0-9]_*.py"))
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 def _builder():
@@ -221,22 +220,8 @@ def test_reference_edition_answers_every_prediction_and_exercise(src):
     assert printed.count("✅") >= len(calls(src, "exercise"))
 
 
-# --- the student edition runs with nothing answered (the browser test does this in JupyterLab) -------------------
-
-@pytest.mark.slow
-@pytest.mark.skipif(CHROMIUM.exists(), reason="the browser test runs the student editions")
-@pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
-def test_student_edition_runs_top_to_bottom_with_nothing_answered(src):
-    import nbformat
-
-    nb = build.execute(nbformat.read(student(src), as_version=4), ROOT / "notebooks")
-    printed = ""
-    for i, cell in enumerate(nb.cells):
-        for out in cell.get("outputs", []):
-            assert out["output_type"] != "error", f"{src.stem} cell {i}: {out.get('ename')}: {out.get('evalue')}"
-            printed += "".join(out.get("text", ""))
-    assert "not answered yet" in printed and "✅" not in printed
-
+# The student edition running top to bottom with nothing answered is tests/test_browser.py's job: it runs every
+# chapter in JupyterLab as a student does and checks every check says "not answered yet".
 
 # --- what a student sees from the prediction API -------------------------------------------------------------
 
