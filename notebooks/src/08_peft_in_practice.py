@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 08 · PEFT in practice: LoraConfig, training, saving, and adapters that move both ways
 #
-# Runtime: about 30 s on a 2-core laptop, no GPU.
+# Runtime: about 35 s on a 2-core laptop, no GPU.
 #
 # Chapters 05-07 built LoRA from scratch (`course_utils.lora`). Most people fine-tune with Hugging Face **PEFT**, so
 # this chapter does the same things with it, and checks at each step that the two agree:
@@ -131,7 +131,7 @@ assert pct_7b < 0.5 < 100 * all_7b / (n_7b + all_7b), "< 0.5% holds for q, v at 
 # ## 8.2 Training a PEFT model, and the same run in course_utils.lora
 # A PEFT model is an ordinary `torch.nn.Module` whose only trainable parameters are the adapters, so any training
 # loop works: the course's (`course_utils.training.train`, AdamW, with a progress bar), or transformers' `Trainer`.
-# Below, 15 steps on the near domain with all linear layers, r = 8, alpha 16, dropout 0.1, three seeds; and the
+# Below, 10 steps on the near domain with all linear layers, r = 8, alpha 16, dropout 0.1, three seeds; and the
 # same with `course_utils.lora.add_lora`.
 #
 # **Predict:** with the same seed, are the two runs' losses identical, close, or different?
@@ -158,7 +158,7 @@ for seed in progress_bar(SEEDS, desc="PEFT and course_utils.lora, 3 seeds"):
     theirs = get_peft_model(copy.deepcopy(base), LoraConfig(**RECIPE))
     torch.manual_seed(seed)
     ours = add_lora(copy.deepcopy(base), "all-linear", r=8, alpha=16, dropout=0.1)
-    both[seed] = {name: (train(m, letters(seed), 15, lr=5e-3, seed=seed, progress=False).losses, eval_loss(m, held_out))
+    both[seed] = {name: (train(m, letters(seed), 10, lr=5e-3, seed=seed, progress=False).losses, eval_loss(m, held_out))
                   for name, m in [("PEFT", theirs), ("course_utils.lora", ours)]}
     if seed == 0:
         trained_peft = theirs
@@ -187,7 +187,7 @@ assert identical, "every loss of every step, and the held-out loss, bit for bit,
 # rows by bending the hidden states. PEFT's `modules_to_save=["lm_head"]` trains a full copy of the output layer next
 # to the adapters (and saves it with them).
 #
-# **Predict:** after 20 steps, what mean probability does LoRA alone put on the right answer's first token?
+# **Predict:** after 15 steps, what mean probability does LoRA alone put on the right answer's first token?
 
 # %%
 ### BEGIN SOLUTION
@@ -226,7 +226,7 @@ for name, extra in progress_bar(HEADS.items(), desc="2 configs x 3 seeds"):
     def one(seed, extra=extra):
         torch.manual_seed(seed)
         m = get_peft_model(copy.deepcopy(base), LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", **extra))
-        train(m, reviews(seed), 20, lr=5e-3, seed=seed, progress=False)
+        train(m, reviews(seed), 15, lr=5e-3, seed=seed, progress=False)
         return m, label_probability(m), choice_accuracy(m, tok, prompts, labels)
     sentiment[name] = over_seeds(one, SEEDS)
 print(text_table([[name, f"{runs[0][0].get_nb_trainable_parameters()[0]:,}", spread([r[1] for r in runs.values()]),
