@@ -21,12 +21,36 @@ model does not show the symptom the course outline claims, `symptom` says what i
     quantized.py  QLoRA traps: merge_into_4bit, halved_param_count, eval_repack (bitsandbytes' CPU repack)
     core.py       the Outcome, the registry, and the course model and data cached for every run
 
+What each experiment compares (broken -> fixed) and the signals it records, for chapter 10 and lab05:
+
+    domain_shift          LoRA r=1 -> r=32 on chords, 12 steps; signals: continued pretraining (every weight), curves
+    prior_resists         r=2 on q,k,v,o -> r=16 on all linear, 20 steps on the 8 overrides; signals: accuracies
+    tiny_dataset          30 steps -> 10 steps on 4 facts (the gap); signals: dropout 0.3, weight decay 0.5, curves
+    attention_only        q,k,v,o -> all linear at r=8, 15 steps on letters; signals: curves, trainable counts
+    nonzero_B             init="nonzero_B" -> B = 0; signals: loss at step 0, task loss
+    alpha_not_rescaled    r=64 alpha=16 -> r=64 alpha=128; signals: r=8 alpha=16 on the same steps, curves
+    targets_match_nothing Phi-2's target names under PEFT (q,k,v only) -> every linear layer; signals: the layers
+                          PEFT adapted, course_utils' refusal message, trainable counts
+    base_not_frozen       base trainable -> frozen; signals: trainable %, the trained models' own losses
+    lr_too_high           lr 0.1 -> 5e-3; signals: loss curves
+    forgetting            letters only -> letters + replayed pretraining lines; signals: task losses
+    merge_into_4bit       merge into NF4 -> merge into the dequantized float base; signals: losses, rounding error
+    halved_param_count    sum(p.numel()) -> PEFT's count; signals: every count (transformers' num_parameters too)
+    eval_repack           guard off -> on; signals: what happened to each layer, whether this CPU repacks at all,
+                          and what a real unguarded eval forward did here
+
+Each measuring function is short and reads as a recipe (module table.py, traps.py, quantized.py): the broken and
+the fixed setup differ in exactly the lines the failure is about, so a lab can plant the same fault.
+
 Speed: the course model and the datasets are loaded once per process and copied for each run; one run takes about
 1-3 s on one core (call torch.set_num_threads(1) first on a 2-core machine, as the chapters do).
 """
 from __future__ import annotations
 
-from . import quantized, table, traps  # noqa: F401  (importing them registers their experiments)
+# Importing the groups registers their experiments, in this order: the outline's table, setup traps, QLoRA traps.
+from . import table  # noqa: F401,I001
+from . import traps  # noqa: F401
+from . import quantized  # noqa: F401
 from .core import REGISTRY, Outcome
 
 __all__ = ["Outcome", "names", "run", "describe"]

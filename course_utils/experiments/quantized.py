@@ -142,6 +142,22 @@ def _survives_repack(layer) -> tuple[bool, str]:
     return same, "intact" if same else f"scrambled (relative error {_relative_error(after.float(), before):.2f})"
 
 
+def _real_eval_forward_unguarded() -> str:
+    """What an actual eval-mode forward does to the 4-bit model on this CPU with the guard off."""
+    from ..runtime import bnb_guard
+
+    model = load_4bit()
+    ids = core.held_out("near", 4)["input_ids"]
+    with bnb_guard.disabled():
+        try:
+            with torch.no_grad():
+                model.eval()(input_ids=ids)
+        except RuntimeError as exc:
+            return f"crashed: {exc}"
+        packed = bnb_guard.packed_layers(model)
+    return f"ran; {len(packed)} of {len(_linear4bit_layers(model))} layers repacked"
+
+
 @experiment(
     "eval_repack",
     symptom="Without the course's guard, bitsandbytes 0.50's first eval-mode forward on an AVX512-BF16 CPU repacks "
@@ -164,7 +180,10 @@ def eval_repack(seed: int):
                 results = [_survives_repack(m) for _, m in layers]
         outcome[label] = 100 * sum(ok for ok, _ in results) / len(layers)
         outcome[f"{label}_layers"] = {n: how for (n, _), (_, how) in zip(layers, results)}
+        kinds = [how.split()[0].rstrip(":") for _, how in results]
+        outcome[f"{label}_summary"] = {k: kinds.count(k) for k in sorted(set(kinds))}
     outcome["this_cpu_repacks"] = bool(_linear4bit_layers(model)[0][1].support_avx512bf16_for_cpu)
     outcome["cpu_avx512_bf16"] = bnb_guard.cpu_has_avx512_bf16()
+    outcome["real_eval_forward_unguarded"] = _real_eval_forward_unguarded()
     signals = {k: v for k, v in outcome.items() if k not in ("broken", "fixed")}
     return outcome["broken"], outcome["fixed"], signals

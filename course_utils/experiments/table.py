@@ -22,7 +22,7 @@ ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 @experiment(
     "domain_shift",
-    symptom="On chord notation the model never saw (a large domain shift), LoRA at rank 1 underfits: after 15 steps "
+    symptom="On chord notation the model never saw (a large domain shift), LoRA at rank 1 underfits: after 12 steps "
             "its held-out loss stays far above what rank 32 reaches, and continued pretraining (training every "
             "weight on the new text) gets far lower still.",
     fix="Raise the rank (r=32 here); for a really new domain, continue pretraining on its text first.",
@@ -32,10 +32,10 @@ def domain_shift(seed: int):
     runs = {}
     for r in (1, 32):
         m = core.lora(core.fresh_model(), "all-linear", r=r, seed=seed)
-        curve = core.fit(m, far, 15, 1e-2, seed).losses
+        curve = core.fit(m, far, 12, 1e-2, seed).losses
         runs[r] = (core.loss(m, "far"), curve)
     full = core.fresh_model().requires_grad_(True)  # continued pretraining: every weight trains on the new text
-    core.fit(full, far, 15, 2e-3, seed)
+    core.fit(full, far, 12, 2e-3, seed)
     signals = {"base_loss": core.loss(core.base_model(), "far"), "continued_pretraining_loss": core.loss(full, "far"),
                "train_curve_r1": runs[1][1], "train_curve_r32": runs[32][1]}
     return runs[1][0], runs[32][0], signals
@@ -67,15 +67,18 @@ def prior_resists(seed: int):
 
 
 def _facts_split(seed: int):
+    """4 facts to train on (drawn by `seed` from the facts the course model never saw) and 48 held-out facts of the
+    same form about other invented countries."""
     from .. import data, world
 
     facts = [world.fact_sentence(r["country"], r["capital"]) for r in data.load("facts_new")]
-    rng = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(facts), generator=rng).tolist()
-    return [facts[i] for i in order[:4]], [facts[i] for i in order[4:]]
+    order = torch.randperm(len(facts), generator=torch.Generator().manual_seed(seed)).tolist()
+    known = {r["country"] for r in data.load("facts_new") + data.load("facts_known")}
+    others = [world.fact_sentence(c, k) for c, k in world.invented_countries(seed=99) if c not in known]
+    return [facts[i] for i in order[:4]], others[:48]
 
 
-def _tiny_run(seed, steps, dropout=0.0, weight_decay=0.0, every=5):
+def _tiny_run(seed, steps, dropout=0.0, weight_decay=0.0, every=10):
     train_set, held = _facts_split(seed)
     held_batch, train_batch = core.encode(held), core.encode(train_set)
     m = core.lora(core.fresh_model(), "all-linear", r=16, seed=seed, dropout=dropout)
@@ -91,21 +94,21 @@ def _tiny_run(seed, steps, dropout=0.0, weight_decay=0.0, every=5):
 
 @experiment(
     "tiny_dataset",
-    symptom="Trained on 4 facts for 40 steps, the adapter memorises them: the training loss falls far below the "
-            "held-out loss on facts of the same form. At this scale dropout (0.3) and weight decay (0.5) barely "
-            "change that gap; stopping after 10 steps keeps it small.",
-    fix="Fewer steps (stop when the held-out loss stops falling) and, above all, more data; measure before "
-        "trusting dropout.",
-    metric="overfitting gap: held-out loss minus training loss", better="lower", margin=0.3)
+    symptom="Trained on 4 facts, the adapter memorises them: the training loss falls well below the held-out loss "
+            "on facts of the same form, and the gap grows from 10 to 30 steps. Dropout (0.3) and weight decay "
+            "(0.5), measured in `signals`, narrow it less than stopping after 10 steps does.",
+    fix="Fewer steps (stop when the held-out loss stops falling) and, above all, more data; measure a regulariser "
+        "before trusting it.",
+    metric="overfitting gap: held-out loss minus training loss", better="lower", margin=0.1)
 def tiny_dataset(seed: int):
-    plain = _tiny_run(seed, 40)
-    dropout = _tiny_run(seed, 40, dropout=0.3)
-    decay = _tiny_run(seed, 40, weight_decay=0.5)
+    plain = _tiny_run(seed, 30)
+    dropout = _tiny_run(seed, 30, dropout=0.3)
+    decay = _tiny_run(seed, 30, weight_decay=0.5)
     gap = lambda point: point[1] - point[0]  # noqa: E731
     signals = {"curve_train_heldout": plain, "dropout_gap": gap(dropout[-1]), "weight_decay_gap": gap(decay[-1]),
                "dropout_heldout": dropout[-1][1], "weight_decay_heldout": decay[-1][1],
-               "heldout_at_40_steps": plain[-1][1], "heldout_at_10_steps": plain[1][1]}
-    return gap(plain[-1]), gap(plain[1]), signals
+               "heldout_at_30_steps": plain[-1][1], "heldout_at_10_steps": plain[0][1]}
+    return gap(plain[-1]), gap(plain[0]), signals
 
 
 @experiment(
