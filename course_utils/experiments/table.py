@@ -32,10 +32,10 @@ def domain_shift(seed: int):
     runs = {}
     for r in (1, 32):
         m = core.lora(core.fresh_model(), "all-linear", r=r, seed=seed)
-        curve = core.fit(m, far, 12, 1e-2, seed).losses
+        curve = core.fit(m, far, 12, 1e-2, seed, batch_size=4).losses
         runs[r] = (core.loss(m, "far"), curve)
     full = core.fresh_model().requires_grad_(True)  # continued pretraining: every weight trains on the new text
-    core.fit(full, far, 12, 2e-3, seed)
+    core.fit(full, far, 12, 2e-3, seed, batch_size=4)
     signals = {"base_loss": core.loss(core.base_model(), "far"), "continued_pretraining_loss": core.loss(full, "far"),
                "train_curve_r1": runs[1][1], "train_curve_r32": runs[32][1]}
     return runs[1][0], runs[32][0], signals
