@@ -23,7 +23,7 @@ ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
 @experiment(
     "domain_shift",
     symptom="On chord notation the model never saw (a large domain shift), LoRA at rank 1 underfits: after 12 steps "
-            "its held-out loss stays far above what rank 32 reaches, and continued pretraining (training every "
+            "its held-out loss stays well above what rank 32 reaches, and continued pretraining (training every "
             "weight on the new text) gets far lower still.",
     fix="Raise the rank (r=32 here); for a really new domain, continue pretraining on its text first.",
     metric="held-out loss on the far domain (chords)", better="lower", margin=0.2)
@@ -44,8 +44,8 @@ def domain_shift(seed: int):
 @experiment(
     "prior_resists",
     symptom="The base model was trained hard on 'the sky is blue'. A rank-2 adapter on the attention layers only "
-            "barely overrides it: after 20 steps on the 8 contradicting answers it still mostly answers with the "
-            "old colour, while rank 16 on every linear layer learns far more of them in the same steps.",
+            "barely overrides it: after 20 steps on the 8 contradicting answers their loss stays far above what "
+            "rank 16 on every linear layer reaches in the same steps, and it picks the new colour less often.",
     fix="Higher rank and adapters on every linear layer (MLP included): the prior lives in the MLP as much as in "
         "attention.",
     metric="loss on the 8 contradicting answers (trained on)", better="lower", margin=0.3)
