@@ -32,7 +32,7 @@ def domain_shift(seed: int):
     runs = {}
     for r in (1, 32):
         m = core.lora(core.fresh_model(), "all-linear", r=r, seed=seed)
-        curve = core.fit(m, far, 12, 1e-2, seed, batch_size=4).losses
+        curve = core.fit(m, far, 12, 1e-2, seed).losses
         runs[r] = (core.loss(m, "far"), curve)
     full = core.fresh_model().requires_grad_(True)  # continued pretraining: every weight trains on the new text
     core.fit(full, far, 12, 2e-3, seed, batch_size=4)
@@ -66,20 +66,21 @@ def prior_resists(seed: int):
     return out["broken"], out["fixed"], signals
 
 
-def _facts_split(seed: int):
-    """4 facts to train on (drawn by `seed` from the facts the course model never saw) and 48 held-out facts of the
-    same form about other invented countries."""
+def _facts_split(seed: int, n_train: int):
+    """`n_train` facts to train on (drawn by `seed` from the facts the course model never saw) and 48 held-out facts
+    of the same form about other invented countries."""
     from .. import data, world
 
     facts = [world.fact_sentence(r["country"], r["capital"]) for r in data.load("facts_new")]
     order = torch.randperm(len(facts), generator=torch.Generator().manual_seed(seed)).tolist()
     known = {r["country"] for r in data.load("facts_new") + data.load("facts_known")}
     others = [world.fact_sentence(c, k) for c, k in world.invented_countries(seed=99) if c not in known]
-    return [facts[i] for i in order[:4]], others[:48]
+    return [facts[i] for i in order[:n_train]], others[:48]
 
 
-def _tiny_run(seed, steps, dropout=0.0, weight_decay=0.0, every=10):
-    train_set, held = _facts_split(seed)
+def _tiny_run(seed, n_train=4, steps=30, dropout=0.0, weight_decay=0.0, every=10):
+    """[(training loss, held-out loss)] every `every` steps of LoRA (r=16, all linear) on `n_train` facts."""
+    train_set, held = _facts_split(seed, n_train)
     held_batch, train_batch = core.encode(held), core.encode(train_set)
     m = core.lora(core.fresh_model(), "all-linear", r=16, seed=seed, dropout=dropout)
     params = [p for p in m.parameters() if p.requires_grad]
@@ -94,21 +95,21 @@ def _tiny_run(seed, steps, dropout=0.0, weight_decay=0.0, every=10):
 
 @experiment(
     "tiny_dataset",
-    symptom="Trained on 4 facts, the adapter memorises them: the training loss falls well below the held-out loss "
-            "on facts of the same form, and the gap grows from 10 to 30 steps. Dropout (0.3) and weight decay "
-            "(0.5), measured in `signals`, narrow it less than stopping after 10 steps does.",
-    fix="Fewer steps (stop when the held-out loss stops falling) and, above all, more data; measure a regulariser "
-        "before trusting it.",
-    metric="overfitting gap: held-out loss minus training loss", better="lower", margin=0.1)
+    symptom="Trained for 30 steps on 4 facts, the adapter memorises them: the training loss falls far below the "
+            "held-out loss on facts of the same form. Dropout (0.3), weight decay (0.5) and stopping after 10 "
+            "steps, measured in `signals`, leave much of that gap at this scale; 16 facts instead of 4 shrink it.",
+    fix="More data first; then fewer steps (stop when the held-out loss stops falling). Measure a regulariser "
+        "such as dropout before trusting it: here it does not close the gap.",
+    metric="overfitting gap: held-out loss minus training loss, after 30 steps", better="lower", margin=0.2)
 def tiny_dataset(seed: int):
-    plain = _tiny_run(seed, 30)
-    dropout = _tiny_run(seed, 30, dropout=0.3)
-    decay = _tiny_run(seed, 30, weight_decay=0.5)
     gap = lambda point: point[1] - point[0]  # noqa: E731
-    signals = {"curve_train_heldout": plain, "dropout_gap": gap(dropout[-1]), "weight_decay_gap": gap(decay[-1]),
-               "dropout_heldout": dropout[-1][1], "weight_decay_heldout": decay[-1][1],
-               "heldout_at_30_steps": plain[-1][1], "heldout_at_10_steps": plain[0][1]}
-    return gap(plain[-1]), gap(plain[0]), signals
+    plain, more_data = _tiny_run(seed), _tiny_run(seed, n_train=16)
+    dropout, decay = _tiny_run(seed, dropout=0.3, every=30), _tiny_run(seed, weight_decay=0.5, every=30)
+    signals = {"curve_train_heldout": plain, "more_data_curve_train_heldout": more_data,
+               "dropout_gap": gap(dropout[-1]), "weight_decay_gap": gap(decay[-1]), "gap_at_10_steps": gap(plain[0]),
+               "heldout": plain[-1][1], "more_data_heldout": more_data[-1][1], "dropout_heldout": dropout[-1][1],
+               "weight_decay_heldout": decay[-1][1], "heldout_at_10_steps": plain[0][1]}
+    return gap(plain[-1]), gap(more_data[-1]), signals
 
 
 @experiment(
