@@ -26,7 +26,7 @@ ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
             "its held-out loss stays well above what rank 32 reaches, and continued pretraining (training every "
             "weight on the new text) gets far lower still.",
     fix="Raise the rank (r=32 here); for a really new domain, continue pretraining on its text first.",
-    metric="held-out loss on the far domain (chords)", better="lower", margin=0.2)
+    metric="held-out loss on the far domain (chords)", better="lower", margin=0.3)
 def domain_shift(seed: int):
     far = core.texts("far_train")
     runs = {}
