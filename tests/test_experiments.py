@@ -19,7 +19,7 @@ SEEDS = (0, 1, 2)
 
 
 def test_every_required_experiment_is_there():
-    # Expected: exactly the experiments chapter 10 and lab05 name, the outline's table first.
+    # Expected: exactly the experiments chapter 10 and lab05 name, the failure table first.
     assert experiments.names() == REQUIRED
 
 
@@ -38,7 +38,8 @@ def test_the_fix_beats_the_failure_on_every_seed(name):
         else:
             assert out.fixed > out.broken, (out.seed, out.broken, out.fixed)
         assert out.holds, out.summary()
-    spread = ", ".join(f"seed {o.seed}: {o.broken:.4g} -> {o.fixed:.4g} ({o.seconds:.1f} s, cpu {o.cpu_seconds:.1f} s)" for o in runs)
+    spread = ", ".join(f"seed {o.seed}: {o.broken:.4g} -> {o.fixed:.4g} ({o.seconds:.1f} s, cpu {o.cpu_seconds:.1f} s)"
+                       for o in runs)
     print(f"{name}: {runs[0].metric}: {spread}")
 
 

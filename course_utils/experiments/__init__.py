@@ -13,9 +13,10 @@ and fixed.
 
 Every experiment is an honest measurement: the broken and the fixed setup are trained and evaluated the same way,
 and `holds` is computed, not declared. Each holds on seeds 0, 1 and 2 (tests/test_experiments.py). Where the course
-model does not show the symptom the course outline claims, `symptom` says what it does show.
+model does not show the symptom the common failure table claims, `symptom` says what it does show.
 
-    table.py      the outline's failure table: domain_shift, prior_resists, tiny_dataset, attention_only
+    table.py      the common failure table ('LoRA struggles when ...'): domain_shift, prior_resists,
+                  tiny_dataset, attention_only
     traps.py      mistakes in a LoRA setup: nonzero_B, alpha_not_rescaled, targets_match_nothing, base_not_frozen,
                   lr_too_high, forgetting
     quantized.py  QLoRA traps: merge_into_4bit, halved_param_count, eval_repack (bitsandbytes' CPU repack)
@@ -47,7 +48,7 @@ Speed: the course model and the datasets are loaded once per process and copied 
 """
 from __future__ import annotations
 
-# Importing the groups registers their experiments, in this order: the outline's table, setup traps, QLoRA traps.
+# Importing the groups registers their experiments, in this order: the failure table, setup traps, QLoRA traps.
 from . import table  # noqa: F401,I001
 from . import traps  # noqa: F401
 from . import quantized  # noqa: F401
@@ -57,7 +58,7 @@ __all__ = ["Outcome", "names", "run", "describe"]
 
 
 def names() -> list[str]:
-    """Every experiment's name: the outline's table first, then the setup traps, then the QLoRA traps."""
+    """Every experiment's name: the failure table first, then the setup traps, then the QLoRA traps."""
     return list(REGISTRY)
 
 

@@ -1,13 +1,14 @@
-"""The course outline's failure table, measured: domain_shift, prior_resists, tiny_dataset, attention_only.
+"""The common failure table ("LoRA struggles when ..."), measured: domain_shift, prior_resists, tiny_dataset,
+attention_only.
 
-    | situation                  | the outline's symptom | the outline's fix          | experiment      |
+    | situation                  | the claimed symptom   | the claimed fix            | experiment      |
     | large domain shift         | underfitting          | increase rank or pretrain  | domain_shift    |
-    | contradicting a strong prior | model resists       | higher rank + all layers   | prior_resists   |
+    | contradicting a strong prior | model resists     | higher rank + all layers   | prior_resists   |
     | tiny dataset               | overfitting           | increase dropout           | tiny_dataset    |
     | attention-only LoRA        | weak learning         | include MLP layers         | attention_only  |
 
 Each runs LoRA on the course model for a few dozen steps. Where the course model shows something other than the
-outline's claim, the experiment's `symptom` says what it does show (tiny_dataset: dropout is not the fix here).
+claim, the experiment's `symptom` says what it does show (tiny_dataset: dropout is not the fix here).
 """
 from __future__ import annotations
 
@@ -45,9 +46,8 @@ def domain_shift(seed: int):
     "prior_resists",
     symptom="The base model was trained hard on 'the sky is blue'. A rank-2 adapter on the attention layers only "
             "barely overrides it: after 20 steps on the 8 contradicting answers their loss stays far above what "
-            "rank 16 on every linear layer reaches in the same steps, and it picks the new colour less often.",
-    fix="Higher rank and adapters on every linear layer (MLP included): the prior lives in the MLP as much as in "
-        "attention.",
+            "rank 16 on every linear layer reaches in the same steps.",
+    fix="Higher rank and adapters on every linear layer, the MLP included.",
     metric="loss on the 8 contradicting answers (trained on)", better="lower", margin=0.3)
 def prior_resists(seed: int):
     from ..world import COLORS

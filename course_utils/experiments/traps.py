@@ -1,9 +1,10 @@
 """Mistakes in a LoRA setup that users hit: nonzero_B, alpha_not_rescaled, targets_match_nothing, base_not_frozen,
 lr_too_high, forgetting.
 
-None of them stops a training run in the usual tools (PEFT and a plain training loop); each shows up only in a number: a loss that is worse than it
-should be, a trainable-parameter count that is too large or too small, an adapter that does not reproduce the
-model it was trained in. Each experiment records that number (`signals`) next to the metric.
+None of them stops a training run in the usual tools (PEFT and a plain training loop); each shows up only in a
+number: a loss that is worse than it should be, a trainable-parameter count that is too large or too small, an
+adapter that does not reproduce the model it was trained in. Each experiment records that number (`signals`)
+next to the metric.
 """
 from __future__ import annotations
 
