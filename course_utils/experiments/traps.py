@@ -64,10 +64,10 @@ def peft_targets(model, target_modules) -> list[str]:
     """The layer names PEFT's LoraConfig(target_modules=...) adapts on `model` (found by PEFT itself, on a copy)."""
     import copy
 
-    from peft import LoraConfig, get_peft_model
-
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # PEFT -> transformers deprecation notices, not ours to fix
+        warnings.simplefilter("ignore")  # deprecation notices from PEFT's imports and calls, not ours to fix
+        from peft import LoraConfig, get_peft_model
+
         peft_model = get_peft_model(copy.deepcopy(model), LoraConfig(r=1, target_modules=target_modules))
     prefix = "base_model.model."
     return [n.removeprefix(prefix) for n, m in peft_model.named_modules() if hasattr(m, "lora_A") and
