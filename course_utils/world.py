@@ -3,7 +3,7 @@
 Provenance: every sentence is produced by the templates below from a fixed seed; no text is downloaded.
 `scripts/build_course_model.py` writes the datasets to course_utils/assets/data/ (committed, checksummed).
 
-Datasets (see course-plan.md for the experiments each one serves):
+Datasets:
 - pretrain   stories, question/answer pairs about the world, capital-city facts, and "context:" reading drills
 - prior      the behaviour the base is trained hard on (sky -> blue, ...), plus an override set that contradicts it
 - near       letters: known words in a new template (a small domain shift)

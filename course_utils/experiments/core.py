@@ -195,8 +195,3 @@ def loss(model, name_or_batch, n: int = 48) -> float:
     batch = held_out(name_or_batch, n) if isinstance(name_or_batch, str) else name_or_batch
     return eval_loss(model, batch)
 
-
-def spread(values) -> str:
-    """'min - max' of a few numbers, the way the course reports results over seeds."""
-    values = list(values)
-    return f"{min(values):.3f} - {max(values):.3f}"

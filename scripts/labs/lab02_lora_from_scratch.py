@@ -410,6 +410,6 @@ CELLS = [
     * With r = 8 on `q_proj` and `v_proj`, 1.5% of the course model trains and the held-out loss still drops.
     * Merging folds ΔW into W0: same outputs, no adapter code left on the inference path.
 
-    Next: notebook 06 asks *where* to put the adapters (q,v vs all linear layers) and Lab 03 builds NF4.
+    Next: notebook 06 asks *where* to put the adapters (q,v vs all linear layers).
     """),
 ]

@@ -79,6 +79,11 @@ def tree_state(*roots) -> dict:
     for root in roots:
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = [d for d in dirnames if d != ".pytest_cache"]
+            if os.path.basename(dirpath) == ".git":
+                # what a planted file in .git could do lives in hooks/, info/ and config; objects, refs, logs and
+                # the index change whenever anyone commits in another worktree of the same repository
+                dirnames[:] = [d for d in dirnames if d in ("hooks", "info")]
+                filenames = [f for f in filenames if f == "config"]
             for f in filenames:
                 p = os.path.join(dirpath, f)
                 try:
