@@ -44,7 +44,8 @@ Each measuring function is short and reads as a recipe (module table.py, traps.p
 the fixed setup differ in exactly the lines the failure is about, so a lab can plant the same fault.
 
 Speed: the course model and the datasets are loaded once per process and copied for each run; one run takes about
-1-3 s on one core (call torch.set_num_threads(1) first on a 2-core machine, as the chapters do).
+1-4 s on one core (call torch.set_num_threads(1) first on a 2-core machine, as the chapters do). The first run in a
+process also loads the course model (a few seconds), and the first run that needs PEFT or bitsandbytes imports it.
 """
 from __future__ import annotations
 
