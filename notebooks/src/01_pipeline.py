@@ -250,10 +250,7 @@ guess_forgetting_factor = 1.2
 predict("held-out pretraining loss, after / before", guess_forgetting_factor)
 
 # %%
-from course_utils import world
-
-seen = set(data.texts("pretrain"))
-held_out_lines = [t for t in world.pretrain_lines(150, seed=1) if t not in seen][:100]
+held_out_lines = data.held_out_pretrain_texts(100)  # new lines from the pretraining generator, none in the corpus
 held_out = encode_texts(tokenizer, held_out_lines)
 base_model = load_course_model()[0]  # a fresh copy of the pretrained weights
 pre_before, pre_after = eval_loss(base_model, held_out), eval_loss(model, held_out)

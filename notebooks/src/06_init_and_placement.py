@@ -119,11 +119,9 @@ guess_loss_random_B = 3.0  # every layer gets a random extra matrix: the model i
 predict("held-out pretraining loss with a random B", guess_loss_random_B)
 
 # %%
-from course_utils import world
 from course_utils.training import eval_loss, generate
 
-seen = set(data.texts("pretrain"))
-held_out = encode_texts(tok, [t for t in world.pretrain_lines(120, seed=1) if t not in seen][:64])
+held_out = encode_texts(tok, data.held_out_pretrain_texts(64))  # new lines from the pretraining generator
 SEEDS = [0, 1, 2]
 noisy_loss = []
 for seed in SEEDS:
