@@ -223,6 +223,10 @@ WRONG_ANSWERS = {
                           "fp32 = 32 bits; how many bytes is that?"),
     "lab02_lora_from_scratch": ("lora_parameter_count", "n_full = 128 * 128\nn_lora = 8 * 128\n",
                                 "A has r x in entries and B has out x r"),
+    "lab03_nf4": ("nf4_codebook", "def nf4_codebook():\n    return torch.linspace(-1, 1, 16)\n",
+                  "one level is exactly 0.0"),
+    "lab04_qlora": ("quantize_base", "model = copy.deepcopy(base)\n",
+                    "replaces each by an NF4Linear"),
 }
 
 
