@@ -155,6 +155,10 @@ class Sandbox:
 
         args += ["--ro-bind", "/usr", "/usr"]
         made.add("/usr")
+        size = str(self.limits.scratch)
+        # /tmp first: a course cloned under /tmp (and its venv) is bound on top of the empty tmpfs, not hidden by it
+        args += ["--perms", "1777", "--size", size, "--tmpfs", "/tmp"]
+        made.add("/tmp")
         for d in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
             if os.path.islink(d):
                 args += ["--symlink", os.readlink(d), d]
@@ -167,8 +171,7 @@ class Sandbox:
                 ro(prefix)
         ro(self.package_dir)
         args += ["--proc", "/proc", "--dev", "/dev"]
-        size = str(self.limits.scratch)
-        for d in ("/tmp", HOME, str(REPO_ROOT / ".cache")):
+        for d in (HOME, str(REPO_ROOT / ".cache")):
             args += parents(d) + ["--perms", "1777", "--size", size, "--tmpfs", d]
         if rundir is not None:
             args += parents(rundir) + ["--bind", str(rundir), str(rundir)]
