@@ -353,7 +353,7 @@ def course_model(seed, quantized):
     return add_lora(m, "all-linear", r=8, alpha=16)
 
 
-def run(build, seed):
+def finetune_once(build, seed):
     m = build(seed)
     t0 = time.perf_counter()
     curve = train(m, letters(seed), STEPS, lr=LR, progress=False, seed=seed).losses
@@ -368,7 +368,7 @@ results = {name: [] for name in RUNS}
 curves, step_ms, models = {}, {}, {}
 for seed in progress_bar(SEEDS, desc="3 runs x 3 seeds"):
     for name, build in RUNS.items():
-        m, curve, loss, ms = run(build, seed)
+        m, curve, loss, ms = finetune_once(build, seed)
         results[name].append(loss)
         curves.setdefault(name, curve)
         step_ms.setdefault(name, []).append(ms)
