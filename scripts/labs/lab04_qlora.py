@@ -171,8 +171,8 @@ CELLS = [
     assert _n_train <= BUDGET, f"{{_n_train:,}} parameters train, over the budget of {{BUDGET:,}}: the full model?"
     assert [n for n, m in model.named_modules() if type(m).__name__ == "Linear" and "lora_" not in n] == ["lm_head"], (
         "a full-precision linear layer is back in the model: the base must stay 4-bit")
-    _loss = eval_loss(model, held_out)
-    assert _loss < {_THRESHOLD}, f"held-out loss {{_loss:.3f}}, the pass mark is {_THRESHOLD}"
+    _held_out = eval_loss(model, held_out)
+    assert _held_out < {_THRESHOLD}, f"held-out loss {{_held_out:.3f}}, the pass mark is {_THRESHOLD}"
     '''), expected={"_BASE_DIGEST": _BASE_DIGEST}),
 
     # ---------------------------------------------------------------------------------------------- 4
