@@ -90,9 +90,9 @@ def _guard_line(problems: list[str]) -> str:
     if st["disabled_by_env"] or not st["guard_active"]:
         return (f"off ({bnb_guard.ENV_SWITCH}=0): an eval before training can silently break QLoRA on CPUs with "
                 "AVX512-BF16")
-    cpu = "this CPU has AVX512-BF16, so it needs it" if st["cpu_avx512_bf16"] else "this CPU has no AVX512-BF16"
+    cpu = "needed: this CPU has AVX512-BF16" if st["cpu_avx512_bf16"] else "this CPU has no AVX512-BF16"
     if st["waiting_for_import"]:
-        return f"on: fixes bitsandbytes' CPU 4-bit path when a notebook first imports it ({cpu})"
+        return f"on: patches bitsandbytes' CPU 4-bit path on first import ({cpu})"
     fix = {"applied": "row-block dequantize fixed", "not needed": "dequantize already right here",
            "not applicable": "no native CPU library"}.get(st["dequant_fix"], st["dequant_fix"])
     return f"on: eval repack blocked, {fix} ({cpu})"

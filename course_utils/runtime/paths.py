@@ -44,10 +44,11 @@ def set_cache_env(force: bool = False) -> dict[str, str]:
     return applied
 
 
-# torch picks its vectorised kernels (ATen) and MKL its matmul code path by CPU: an AVX512 machine and an
-# AVX2-only one round fp16/bf16 ops and fp32 matmuls differently (measured: a printed 9.5e-03 became 9.6e-03).
-# Pinning both to AVX2, which every x86 machine the course runs on has, makes stored outputs reproducible.
-PORTABLE_FLOATS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
+# torch picks its vectorised kernels (ATen), MKL and oneDNN their matmul code paths by CPU: an AVX512 machine and
+# an AVX2-only one round fp16/bf16 ops and fp32 matmuls differently (measured: a printed 9.5e-03 became 9.6e-03;
+# on a CPU with AVX512-BF16, bf16 matmuls go through oneDNN's native bf16 kernels). Pinning all three to AVX2,
+# which every x86 machine the course runs on has, makes stored outputs reproducible.
+PORTABLE_FLOATS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 
 def _has_avx2() -> bool:
