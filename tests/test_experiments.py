@@ -79,3 +79,19 @@ def test_held_out_pretraining_lines_are_unseen_and_stable():
     lines = data.held_out_pretrain_texts(64)
     assert len(lines) == 64 and not seen.intersection(lines)
     assert data.held_out_pretrain_texts(16) == lines[:16]
+
+
+def test_across_seeds_shows_mean_spread_and_where_the_fix_holds():
+    # Expected: outcomes on three seeds (given in any order) gathered in seed order; the table shows mean (min - max)
+    # and on how many seeds the fix held; mixing experiments or repeating a seed names the fix.
+    common = dict(name="x", symptom="s", fix="f", metric="loss", better="lower", margin=0.5)
+    outs = [Outcome(seed=s, broken=b, fixed=f, **common) for s, b, f in ((2, 3.0, 1.0), (0, 2.0, 1.0), (1, 4.0, 3.8))]
+    agg = experiments.across_seeds(outs)
+    assert agg.seeds == (0, 1, 2) and agg.broken == (2.0, 4.0, 3.0) and agg.holds == (True, False, True)
+    assert agg.broken_mean == 3.0 and not agg.holds_everywhere
+    table = experiments.seeds_table([agg])
+    assert "3 (2 - 4)" in table and "2/3" in table and table.splitlines()[0].startswith("experiment")
+    with pytest.raises(ValueError, match="Fix: gather one experiment"):
+        experiments.across_seeds(outs + [Outcome(seed=3, broken=1.0, fixed=0.0, **dict(common, name="y"))])
+    with pytest.raises(ValueError, match="Fix: one Outcome per seed"):
+        experiments.across_seeds(outs + outs[:1])

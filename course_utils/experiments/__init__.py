@@ -21,6 +21,7 @@ model does not show the symptom the common failure table claims, `symptom` says 
                   lr_too_high, forgetting
     quantized.py  QLoRA traps: merge_into_4bit, halved_param_count, eval_repack (bitsandbytes' CPU repack)
     core.py       the Outcome, the registry, and the course model and data cached for every run
+    seeds.py      across_seeds / seeds_table: one experiment on several seeds, as mean (min - max)
 
 What each experiment compares (broken -> fixed) and the signals it records, for chapter 10 and lab05:
 
@@ -54,8 +55,9 @@ from . import table  # noqa: F401,I001
 from . import traps  # noqa: F401
 from . import quantized  # noqa: F401
 from .core import REGISTRY, Outcome
+from .seeds import AcrossSeeds, across_seeds, seeds_table
 
-__all__ = ["Outcome", "names", "run", "describe"]
+__all__ = ["Outcome", "names", "run", "describe", "AcrossSeeds", "across_seeds", "seeds_table"]
 
 
 def names() -> list[str]:
