@@ -22,7 +22,6 @@
 
 # %%
 import importlib.metadata as md
-import logging
 import platform
 import warnings
 
@@ -30,9 +29,6 @@ import matplotlib.pyplot as plt
 import torch
 
 torch.set_num_threads(1)  # the course model's ops are tiny: one thread is as fast, and never stalls on a busy machine
-# On CPUs with AVX512-BF16 only, bitsandbytes logs that an optional kernel package is not installed: a line that
-# differs between machines and concerns nothing here.
-logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 print("python", platform.python_version(), "| torch", md.version("torch"), "| peft", md.version("peft"),
       "| bitsandbytes", md.version("bitsandbytes"))
 
