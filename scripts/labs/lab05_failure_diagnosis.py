@@ -59,14 +59,14 @@ def _fix_cells(n: int, points: int, task: str, extra_visible: str = "", extra_hi
     hidden_runner = E.runner(f"_graded_fine_tune_{n}")
     return [
         md(task),
-        answer(f"fix_{n}", f'''
+        answer(f"fix_config_{n}", f'''
         ### BEGIN SOLUTION
         {_fix(n)}
         ### END SOLUTION
         run_fixed_{n} = fine_tune(fixed_{n})
         report(run_fixed_{n})
         '''),
-        tests(f"fix_{n}_tests", points, dedent(f'''
+        tests(f"fix_config_{n}_tests", points, dedent(f'''
         check_value("steps (the budget is fixed)", fixed_{n}["steps"], {E.STEPS},
                     hint="fix the fault(s), not the budget: keep {E.STEPS} steps")
         check_value("held-out loss on letters below {mark}", run_fixed_{n}.letters_loss < {mark}, True,
