@@ -227,6 +227,7 @@ WRONG_ANSWERS = {
                   "one level is exactly 0.0"),
     "lab04_qlora": ("quantize_base", "model = copy.deepcopy(base)\n",
                     "replaces each by an NF4Linear"),
+    "lab05_failure_diagnosis": ("diagnose_1", 'diagnosis_1 = "A"\n', "with capital letters from the list of faults"),
 }
 
 

@@ -34,6 +34,9 @@ LAB_TABLE = (
     # lab04 uses the course's tools (nf4, lora, training) by design; what it is graded against is the grader's
     # build-time numbers, so the grading package itself is off limits.
     Lab("lab04_qlora", reference=("course_utils.grading",)),
+    # lab05 trains with the course's tools and plants faults from its failure library (course_utils.experiments)
+    # by design; its answers are diagnoses and configs, graded against build-time digests and marks.
+    Lab("lab05_failure_diagnosis", reference=("course_utils.grading",)),
 )
 
 LABS = tuple(lab.name for lab in LAB_TABLE)

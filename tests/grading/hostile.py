@@ -15,7 +15,7 @@ from pathlib import Path
 from string import Template
 
 from redteam_lab import NAME as RT
-from submissions import LAB1, LAB2, LAB3, LAB4, add_cell, index
+from submissions import LAB1, LAB2, LAB3, LAB4, LAB5, add_cell, index
 
 ROOT = Path(__file__).resolve().parents[2]
 MARKER = "redteam-detached-7f3a"
@@ -133,6 +133,8 @@ def quantize_nf4(w, blocksize=64):
 '''
 FULL_FT = 'model.requires_grad_(True)\nn_trainable = count_parameters(model)[0]\n'
 NO_QUANT = 'model = copy.deepcopy(base)\n'
+# lab05: the broken config kept, the measured run replaced by made-up numbers (the visible test reads them)
+FAKE_RUN = 'fixed_1 = dict(config_1)\nrun_fixed_1 = SimpleNamespace(letters_loss=0.0)\n'
 WRONG = 'predicted = 41\n'
 SQL = '''
 import sqlite3
@@ -294,6 +296,9 @@ ATTACKS = [
            "failed: add_adapters_tests"),
     Attack("r33_no_quant", LAB4, "never quantize", answer("quantize_base", NO_QUANT, lab=LAB4), 4, "graded",
            "failed: quantize_base_tests"),
+    # lab05's fix is trained again when grading: made-up numbers pass the visible test only (one diagnosis counts)
+    Attack("r34_fake_run", LAB5, "report a run that never happened", answer("fix_config_1", FAKE_RUN, filled={"diagnose_1"},
+           lab=LAB5), 1, "graded", "failed: fix_config_1_tests"),
     Attack("r08_ref_dynamic", RT, "import the reference", answer("capital_sentence", REF_DYNAMIC), 4, "flagged",
            "called fact_sentence"),
     Attack("r09_exec_solutions", RT, "exec the solutions", lambda c, root: add_cell(

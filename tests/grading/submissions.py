@@ -9,6 +9,7 @@ import nbformat
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB1, LAB2, LAB3, LAB4 = "lab01_memory_wall", "lab02_lora_from_scratch", "lab03_nf4", "lab04_qlora"
+LAB5 = "lab05_failure_diagnosis"
 
 
 def gid(cell):
@@ -62,7 +63,8 @@ def add_cell(nb, after_grade_id, source):
 PARTIAL = {LAB1: {"bytes_per_param", "nf4_bits_per_param", "optimizer_bytes_per_param"},
            LAB2: {"lora_parameter_count", "lora_layer"},
            LAB3: {"nf4_codebook", "normalize_blocks", "nearest_code"},
-           LAB4: {"quantize_base", "add_adapters"}}
+           LAB4: {"quantize_base", "add_adapters"},
+           LAB5: {"diagnose_1", "fix_config_1", "diagnose_2"}}
 
 
 def messy(course: Course):

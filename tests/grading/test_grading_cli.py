@@ -93,5 +93,6 @@ def test_every_name_other_code_imports_stays_importable():
     from course_utils.grading import (FEEDBACK_PREPROCESSORS, HIDDEN_BEGIN, HIDDEN_END, LABS,  # noqa: F401
                                       SANITIZE_PREPROCESSORS, load_course, prepare_environment, release)
 
-    assert LABS == ("lab01_memory_wall", "lab02_lora_from_scratch", "lab03_nf4", "lab04_qlora")
+    assert LABS == ("lab01_memory_wall", "lab02_lora_from_scratch", "lab03_nf4", "lab04_qlora",
+                    "lab05_failure_diagnosis")
     assert set(TOY_HONEST) and HIDDEN_BEGIN == "BEGIN HIDDEN TESTS"

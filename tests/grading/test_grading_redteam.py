@@ -37,7 +37,8 @@ def _outputs(batch, lab, student) -> str:
 def test_honest_students_next_to_the_attacks_keep_full_marks(batch):
     for lab, student in [(RT, "t01_full"), (RT, "zz_full")] + [(lab, "s01_full") for lab in
                                                                 ("lab01_memory_wall", "lab02_lora_from_scratch",
-                                                                 "lab03_nf4", "lab04_qlora")]:
+                                                                 "lab03_nf4", "lab04_qlora",
+                                                                 "lab05_failure_diagnosis")]:
         r = batch.result(lab, student)
         assert (r.status, r.score) == ("graded", r.max_score), r
 
