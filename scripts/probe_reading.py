@@ -83,6 +83,22 @@ def pretrain_lines_v2(n_lines: int, seed: int = 0, mix: dict | None = None) -> l
     return lines
 
 
+def pretrain_lines_multi(n_lines: int, seed: int = 0, reading: float = 0.12, max_facts: int = 3) -> list[str]:
+    """v1's corpus, except that each context drill states 1..max_facts facts and asks about one of them, so
+    copying "the city after 'is'" is not enough: the model has to find the asked country (--data v1n)."""
+    lines = world.pretrain_lines(n_lines, seed, reading)
+    rng = random.Random(seed + 12345)
+    out = []
+    for line in lines:
+        if line.startswith("context: "):
+            facts = [(world._word(rng, 2), world._word(rng, 2)) for _ in range(rng.randint(1, max_facts))]
+            country, city = rng.choice(facts)
+            ctx = " ".join(world.fact_sentence(c, k) for c, k in facts)
+            line = f"context: {ctx} {world.fact_question(country)} {city}."
+        out.append(line)
+    return out
+
+
 @torch.no_grad()
 def greedy_answers(model, tok, prompts, max_new_tokens=5, device="cpu"):
     """Batched greedy decoding (left-padded), first word of each continuation."""
@@ -124,10 +140,11 @@ def evaluate(model, tok, device="cpu") -> dict:
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default="v1", choices=["v1", "v2"])
+    ap.add_argument("--data", default="v1", choices=["v1", "v2", "v1n"])
     ap.add_argument("--tok", default="syll", choices=["bpe", "syll"])
     ap.add_argument("--mix", default=None, help="JSON dict overriding world.READING_MIX")
     ap.add_argument("--reading", type=float, default=0.12, help="v1 data: share of context drills")
+    ap.add_argument("--max-facts", type=int, default=3, help="v1n data: most facts in one context drill")
     ap.add_argument("--n-pretrain", type=int, default=24000)
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--lr", type=float, default=3e-3)
@@ -156,8 +173,12 @@ def main(argv=None):
         return res
     t0 = time.perf_counter()
     mix = json.loads(args.mix) if args.mix else None
-    texts = (world.pretrain_lines(args.n_pretrain, args.seed, args.reading) if args.data == "v1"
-             else pretrain_lines_v2(args.n_pretrain, args.seed, mix))
+    if args.data == "v1":
+        texts = world.pretrain_lines(args.n_pretrain, args.seed, args.reading)
+    elif args.data == "v1n":
+        texts = pretrain_lines_multi(args.n_pretrain, args.seed, args.reading, args.max_facts)
+    else:
+        texts = pretrain_lines_v2(args.n_pretrain, args.seed, mix)
     tok = train_tokenizer(texts, atomic_syllables=world.SYLLABLES if args.tok == "syll" else None)
     blocks = training.packed_blocks(tok, texts, seq_len=args.seq_len)
     model = tiny_llama(seed=args.seed, num_hidden_layers=args.layers, num_attention_heads=args.heads,
