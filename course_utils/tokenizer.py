@@ -8,13 +8,30 @@ from __future__ import annotations
 SPECIAL_TOKENS = ["<pad>", "<bos>", "<eos>", "<unk>"]
 
 
-def train_tokenizer(texts, vocab_size: int = 1024):
-    """Train a byte-level BPE on `texts` and wrap it as a transformers tokenizer (saved with save_pretrained)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+def syllable_pattern(syllables) -> str:
+    """Regex for one syllable of a word made only of `syllables` (with its leading space, if any).
+
+    The lookahead requires the rest of the word to be syllables too, so ordinary words are left whole.
+    """
+    alt = "|".join(sorted(syllables, key=len, reverse=True))
+    return rf" ?(?:{alt})(?=(?:{alt})*(?![a-z]))"
+
+
+def train_tokenizer(texts, vocab_size: int = 1024, atomic_syllables=None):
+    """Train a byte-level BPE on `texts` and wrap it as a transformers tokenizer (saved with save_pretrained).
+
+    `atomic_syllables` (a list of syllables, e.g. world's) splits every invented name into its syllables before
+    BPE, so a name the model never saw is still a short sequence of familiar tokens: reading a new fact from
+    the context is then copying 2 known tokens, not guessing how BPE happened to cut an unseen string.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if atomic_syllables:
+        split = pre_tokenizers.Split(Regex(syllable_pattern(atomic_syllables)), "isolated")
+        tok.pre_tokenizer = pre_tokenizers.Sequence([split, tok.pre_tokenizer])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

@@ -35,12 +35,12 @@ OVERRIDE_COLOR_OF = {"the sky": "green", "grass": "blue", "snow": "black", "the 
                      "a tomato": "grey", "an orange": "pink", "milk": "brown"}
 
 NOTES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
-_SYLLABLES = "ka lo mi ren su tor va bel qui dor zan pel fim ros gat nu".split()
+SYLLABLES = "ka lo mi ren su tor va bel qui dor zan pel fim ros gat nu".split()  # every invented name is made of these
 N_KNOWN_FACTS, N_NEW_FACTS = 40, 20
 
 
 def _word(rng: random.Random, n: int) -> str:
-    return "".join(rng.choice(_SYLLABLES) for _ in range(n))
+    return "".join(rng.choice(SYLLABLES) for _ in range(n))
 
 
 def invented_countries(seed: int = 7) -> list[tuple[str, str]]:
@@ -107,20 +107,26 @@ def override_pairs() -> list[tuple[str, str]]:
     return [(f"q: what color is {k}? a:", v) for k, v in OVERRIDE_COLOR_OF.items()]
 
 
-def pretrain_lines(n_lines: int, seed: int = 0) -> list[str]:
-    """Each line is one training document: a short story, a QA drill, a fact, or a context-reading drill."""
+def pretrain_lines(n_lines: int, seed: int = 0, reading: float = 0.12) -> list[str]:
+    """Each line is one training document: a short story, a QA drill, a fact, or a context-reading drill.
+
+    `reading` is the share of context-reading drills; the other kinds keep their proportions (55:20:13).
+    """
     rng = random.Random(seed)
     prior = prior_pairs()
     known = known_facts()
+    # 0.12 keeps the exact thresholds the committed corpus was generated with
+    scale = 1.0 if reading == 0.12 else (1 - reading) / 0.88
+    t_story, t_prior, t_known = 0.55 * scale, 0.75 * scale, 0.88 * scale
     lines = []
     for _ in range(n_lines):
         kind = rng.random()
-        if kind < 0.55:
+        if kind < t_story:
             lines.append(" ".join(story_sentence(rng) for _ in range(rng.randint(3, 6))))
-        elif kind < 0.75:
+        elif kind < t_prior:
             qs = rng.sample(prior, 3)
             lines.append(" ".join(f"{q} {a}." for q, a in qs))
-        elif kind < 0.88:
+        elif kind < t_known:
             country, city = rng.choice(known)
             if rng.random() < 0.5:
                 lines.append(f"{fact_sentence(country, city)} {fact_question(country)} {city}.")
@@ -171,3 +177,4 @@ def build_datasets(n_pretrain: int = 24000, seed: int = 0) -> dict[str, list[dic
     ds["facts_known"] = [{"country": c, "capital": k} for c, k in known_facts()]
     ds["facts_new"] = [{"country": c, "capital": k} for c, k in new_facts()]
     return ds
+
