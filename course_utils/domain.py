@@ -143,9 +143,9 @@ def _soft_problems(examples, max_ratio: float) -> list[tuple[int, str]]:
     found = []
     if is_labelled(examples):
         counts = label_counts(examples)
-        (top, n_top), (rare, n_rare) = counts.most_common()[0], counts.most_common()[-1]
+        (top, n_top), n_rare = counts.most_common()[0], min(counts.values())
         if n_top > max_ratio * n_rare:
-            first = next(e.line for e in examples if e.completion == rare)
+            first, rare = next((e.line, e.completion) for e in examples if counts[e.completion] == n_rare)
             shown = ", ".join(f"{k!r}: {v}" for k, v in counts.most_common())
             found.append((first, f"labels are imbalanced ({shown}): {top!r} is {n_top / n_rare:.1f}x as common as "
                                  f"{rare!r} (first at this line), over the {max_ratio:g}x this check allows. Always "
@@ -289,6 +289,7 @@ def load_base(method: str = "lora", name_or_path=None):
 
     if method not in ("lora", "qlora"):
         raise ValueError(f'method is "lora" or "qlora", got {method!r}. Fix: METHOD = "lora".')
+    _import_bitsandbytes_quietly()
     cuda = torch.cuda.is_available()
     dtype = torch.bfloat16 if cuda else torch.float32
     if method == "lora":
@@ -305,3 +306,20 @@ def load_base(method: str = "lora", name_or_path=None):
                                        **({"device_map": {"": 0}} if cuda else {}))
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return model, tok
+
+
+def _import_bitsandbytes_quietly() -> None:
+    """Import bitsandbytes (PEFT does, either way) without its import-time note, on CPUs with AVX512-BF16, that an
+    optional kernel package is missing: a remark about its own speed that would otherwise land in the middle of a
+    chapter's output on some machines and not on others."""
+    import logging
+
+    log = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        pass  # LoRA needs no bitsandbytes; QLoRA's import below says what is missing
+    finally:
+        log.setLevel(level)
