@@ -93,7 +93,9 @@ print(f"model: {MODEL or 'the embedded course model'} ({sum(p.numel() for p in b
 
 # %%
 data_file = Path(DATA_FILE) if DATA_FILE else domain.write_music_example(work)
-BUNDLED = DATA_FILE is None
+# The asserts of this chapter describe the course model on the bundled file with these settings (either METHOD);
+# with your model, your data or other settings they are skipped, and the printed tables are the result.
+AS_SHIPPED = (MODEL, DATA_FILE, TARGETS, RANK, STEPS, LR, BATCH) == (None, None, "all-linear", 8, 80, 5e-3, 16)
 print(f"{data_file.name}:")
 print("".join(data_file.read_text(encoding="utf-8").splitlines(keepends=True)[:3]))
 
@@ -127,7 +129,7 @@ print("one prompt, token by token:", [tok.decode([i]) for i in tok(examples[0].p
 # %%
 reveal("tokens in the longest bundled example", max(lengths), rtol=0.2,
        why="Each known word is one token, but 'violin', 'guitar', 'drums', 'about' and 'song' split into pieces.")
-if BUNDLED:
+if AS_SHIPPED:
     assert len(examples) == 240 and max(lengths) <= MAX_TOKENS
     assert max(counts.values()) < domain.MAX_RATIO * min(counts.values()), "the bundled labels are balanced"
     assert len(tok(" violin", add_special_tokens=False).input_ids) == 5
@@ -140,7 +142,8 @@ if BUNDLED:
 # `MAX_TOKENS` (encode_pairs would cut a longer one, and the cut falls on the completion, the very tokens the loss
 # is about), and at least 10 examples.
 #
-# Below, the bundled file with six lines spoiled the way files from spreadsheets and scripts get spoiled.
+# Below, the bundled file with six lines spoiled the way files from spreadsheets and scripts get spoiled, checked
+# with a limit of 64 tokens.
 #
 # **Predict:** how many problems does the error report?
 
@@ -151,7 +154,7 @@ guess_problems = 6  # every bad line, not just the first
 predict("problems reported for the spoiled file", guess_problems)
 
 # %%
-lines = data_file.read_text(encoding="utf-8").splitlines()
+lines = domain.write_music_example(work / "bundled").read_text(encoding="utf-8").splitlines()
 lines[1] = lines[1][:-1]  # a line cut short
 lines[3] = lines[3].replace('"completion"', '"label"')  # a spreadsheet column under another name
 lines[4] = json.dumps({"prompt": json.loads(lines[4])["prompt"], "completion": ""})  # the tag left empty
@@ -162,7 +165,7 @@ lines[9] = json.dumps({"prompt": json.loads(lines[9])["prompt"], "completion": 3
 spoiled = work / "spoiled.jsonl"
 spoiled.write_text("\n".join(lines) + "\n", encoding="utf-8")
 try:
-    domain.load_examples(spoiled, tok, max_tokens=MAX_TOKENS)
+    domain.load_examples(spoiled, tok, max_tokens=64)
 except domain.DataError as err:
     refusal = err
     print(err)
@@ -241,7 +244,7 @@ for e in held_out[:3]:
 # %%
 reveal("base model's held-out accuracy", before["accuracy"], atol=0.05,
        why="A base model continues text the way its pretraining did; it has never seen 'mood:' followed by a tag.")
-if BUNDLED:
+if AS_SHIPPED:
     assert before["accuracy"] == 0 and 0.2 < majority < 0.35, "the base never answers; the majority label is ~1/4"
 
 # %% [markdown]
@@ -300,7 +303,7 @@ print(text_table([["base model", f"{before['loss']:.3f}", f"{before['accuracy']:
 # %%
 reveal("fine-tuned held-out accuracy", sum(accuracy) / len(accuracy), atol=0.05,
        why="The rule has two cues and four answers; 80 steps of 16 show each training song about 7 times.")
-if BUNDLED:
+if AS_SHIPPED:
     assert min(accuracy) > 0.9 and min(accuracy) > majority + 0.5 and before["accuracy"] == 0, "on every seed"
     assert max(loss) < before["loss"] / 5, "the held-out loss falls more than fivefold, on every seed"
 
@@ -333,20 +336,17 @@ print(text_table([[lab, f"{r['loss']:.3f}", f"{r['accuracy']:.2f}", f"{p_answer[
                  ["label", "held-out loss", "accuracy (greedy)", "P(the model writes it)", "its tokens"]))
 
 # %%
-if BUNDLED:
-    hardest = max(per_label, key=lambda lab: per_label[lab]["loss"])
-    reveal("the mood with the highest held-out loss", hardest,
-           why="A label made of tokens the model never produced in pretraining: their output rows were never trained.")
+hardest = max(per_label, key=lambda lab: per_label[lab]["loss"]) if per_label else None
+reveal("the mood with the highest held-out loss", hardest,
+       why="A label made of tokens the model never produced in pretraining: their output rows were never trained.")
+if AS_SHIPPED:
     assert hardest == "calm" and all(r["accuracy"] == 1 for r in per_label.values())
     assert p_answer["calm"] < 0.01 and min(p for lab, p in p_answer.items() if lab != "calm") > 0.9
-    if MODEL is None:
-        from course_utils import data
+    from course_utils import data
 
-        seen = set(i for ids in tok(data.texts("pretrain")).input_ids for i in ids)
-        assert not any(i in seen for i in tok(" calm", add_special_tokens=False).input_ids)
-        assert all(tok(" " + m, add_special_tokens=False).input_ids[0] in seen for m in ("happy", "sad", "dark"))
-else:
-    reveal("the mood with the highest held-out loss", None)
+    seen = set(i for ids in tok(data.texts("pretrain")).input_ids for i in ids)
+    assert not any(i in seen for i in tok(" calm", add_special_tokens=False).input_ids)
+    assert all(tok(" " + m, add_special_tokens=False).input_ids[0] in seen for m in ("happy", "sad", "dark"))
 
 # %% [markdown]
 # *happy*, *sad* and *dark* are words the course model wrote thousands of times in pretraining; *calm* is three
@@ -389,7 +389,7 @@ new_songs = ["song: a slow jazz song with violin about the lovely tea in the gar
              "song: a fast rock song with guitar about the rotten egg in the market. mood:"]
 for prompt in new_songs:
     print(f"{prompt!r} -> {generate(reloaded, tok, prompt, 4).strip()!r}")
-if BUNDLED:
+if AS_SHIPPED:
     assert [generate(reloaded, tok, p, 4).strip() for p in new_songs] == ["calm", "dark"]
 
 # %% [markdown]
@@ -397,8 +397,9 @@ if BUNDLED:
 # 1. Write your examples as JSONL (14.2): the same cue at the end of every prompt, the answer as the completion.
 #    A few hundred examples is a start for a task like this one; free text needs more.
 # 2. Set `DATA_FILE` in 14.1 and run the chapter. Fix what 14.3's checks name; read the label counts.
-# 3. Compare with the two baselines (14.4). The asserts of this chapter hold for the bundled file only; on yours,
-#    the table of 14.5 is the result: held-out accuracy and loss, base against fine-tuned, with the seeds' spread.
+# 3. Compare with the two baselines (14.4). The asserts of this chapter check the course model on the bundled
+#    file (`AS_SHIPPED`); on yours, the table of 14.5 is the result: held-out accuracy and loss, base against
+#    fine-tuned, with the seeds' spread.
 # 4. If the loss still falls at the end of the curve, raise `STEPS`; if the training loss falls while the held-out
 #    one rises, lower it (chapter 07). Look at the loss per label (14.5).
 # 5. The adapter is in `ADAPTER_DIR`. It only fits the base model it was trained on: keep the two names together.
