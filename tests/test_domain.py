@@ -1,5 +1,5 @@
-"""course_utils.domain: every bad file is refused with its line named, and a user's own file goes the whole way
-(load, split, LoRA, evaluate against the base, save in PEFT's format, reload with PEFT: identical logits)."""
+"""course_utils.domain: every bad file is refused with its line named; chapter 14 runs on a user's own file the whole
+way (load, split, LoRA, evaluate against the base, save in PEFT's format, reload with PEFT: identical logits)."""
 from __future__ import annotations
 
 import json
@@ -113,35 +113,6 @@ def test_the_bundled_example_is_deterministic_balanced_and_short(tmp_path, cours
     assert max(domain.n_tokens(tok, e.prompt, e.completion) for e in examples) <= 40
 
 
-def test_a_users_own_file_goes_the_whole_way(tmp_path, course_model):
-    """Another domain (instrument -> family), written by the 'user': LoRA learns it and PEFT reloads it exactly."""
-    from peft import LoraConfig, PeftModel, get_peft_model
-
-    from course_utils.training import encode_pairs, train
-
-    families = {"violin": "strings", "guitar": "strings", "drums": "drums", "piano": "keys"}
-    rows = [{"prompt": f"the {c} {a} plays the {inst}. family:", "completion": fam, "id": i}
-            for i, (inst, fam, c, a) in enumerate((inst, fam, c, a) for inst, fam in families.items()
-                                                  for c in world.COLORS[:6] for a in world.ANIMALS[:5])]
-    path = domain.write_jsonl(tmp_path / "mine.jsonl", rows)
-    base, tok = domain.load_base("lora")
-    examples = domain.load_examples(path, tok, max_tokens=32)
-    train_set, held_out = domain.split(examples, 0.25, seed=1)
-    before = domain.evaluate(base, tok, held_out, max_tokens=32)
-    torch.manual_seed(0)
-    model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
-    train(model, domain.batches(tok, train_set, 16, 32, seed=0), 60, lr=5e-3, progress=False)
-    after = domain.evaluate(model, tok, held_out, max_tokens=32)
-    assert after["loss"] < before["loss"] / 3 and after["accuracy"] > max(before["accuracy"],
-                                                                          domain.majority_accuracy(train_set, held_out))
-    model.save_pretrained(tmp_path / "adapter")
-    assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in (tmp_path / "adapter").iterdir()}
-    reloaded = PeftModel.from_pretrained(domain.load_base("lora")[0], tmp_path / "adapter").eval()
-    batch = encode_pairs(tok, [e.prompt for e in held_out], [e.completion for e in held_out])
-    with torch.no_grad():
-        assert torch.equal(reloaded(**batch).logits, model.eval()(**batch).logits)
-
-
 def test_qlora_base_is_4bit_and_trains(course_model):
     import bitsandbytes as bnb
     from peft import LoraConfig, get_peft_model
@@ -156,3 +127,35 @@ def test_qlora_base_is_4bit_and_trains(course_model):
     assert all(map(torch.isfinite, torch.tensor(losses)))
     with pytest.raises(ValueError, match='method is "lora" or "qlora"'):
         domain.load_base("full")
+
+
+@pytest.mark.slow
+def test_chapter_14_runs_on_a_users_own_file(tmp_path):
+    """The chapter itself, its settings cell pointed at a user's file of another domain, run as a script."""
+    import subprocess
+    import sys
+
+    from course_utils.paths import REPO_ROOT, notebook_env
+
+    rows = [{"prompt": f"the {c} {a} plays the {inst}. family:", "completion": fam}
+            for inst, fam in {"violin": "strings", "drums": "drums", "piano": "keys"}.items()
+            for c in world.COLORS[:6] for a in world.ANIMALS[:6]]
+    mine = domain.write_jsonl(tmp_path / "instruments.jsonl", rows)
+    source = (REPO_ROOT / "notebooks" / "src" / "14_your_own_domain.py").read_text()
+    settings = {"DATA_FILE = None": f"DATA_FILE = {str(mine)!r}", "STEPS, LR, BATCH = 80,": "STEPS, LR, BATCH = 40,",
+                'ADAPTER_DIR = None': f"ADAPTER_DIR = {str(tmp_path / 'my_adapter')!r}"}
+    for old, new in settings.items():
+        assert source.count(old) == 1, f"the settings cell no longer has {old!r}: update this test"
+        source = source.replace(old, new)
+    script = tmp_path / "chapter14.py"
+    script.write_text(source)
+    run = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env={**notebook_env(), "MPLBACKEND": "Agg"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = run.stdout
+    assert "instruments.jsonl:" in out and "108 examples" in out and "labels: " in out
+    assert "reloaded with PEFT: max |logit difference| 0.0" in out
+    assert (tmp_path / "my_adapter" / "adapter_model.safetensors").exists()
+    accuracy = [float(x) for x in re.findall(r"fine-tuned, seed \d\s+[\d.]+\s+([\d.]+)", out)]
+    base = float(re.search(r"base model\s+[\d.]+\s+([\d.]+)", out).group(1))
+    assert len(accuracy) == 3 and min(accuracy) > base, out[-2000:]

@@ -113,7 +113,7 @@ from course_utils.checks import exercise, predict, reveal
 ### BEGIN SOLUTION
 guess_longest_tokens = 36  # about 20 words; the music words take 2-5 tokens each
 ### END SOLUTION
-predict("tokens in the longest bundled example", guess_longest_tokens)
+predict("tokens in the longest example", guess_longest_tokens)
 
 # %%
 from course_utils.plots import plot_bars, plot_loss_curves, text_table
@@ -127,7 +127,7 @@ if domain.is_labelled(examples):
 print("one prompt, token by token:", [tok.decode([i]) for i in tok(examples[0].prompt).input_ids[1:]])
 
 # %%
-reveal("tokens in the longest bundled example", max(lengths), rtol=0.2,
+reveal("tokens in the longest example", max(lengths), rtol=0.2,
        why="Each known word is one token, but 'violin', 'guitar', 'drums', 'about' and 'song' split into pieces.")
 if AS_SHIPPED:
     assert len(examples) == 240 and max(lengths) <= MAX_TOKENS
@@ -387,6 +387,8 @@ assert saved["peft_type"] == "LORA" and saved["r"] == RANK and {"adapter_config.
 # %%
 new_songs = ["song: a slow jazz song with violin about the lovely tea in the garden. mood:",
              "song: a fast rock song with guitar about the rotten egg in the market. mood:"]
+if DATA_FILE:  # your file: two of its held-out prompts instead
+    new_songs = [e.prompt for e in held_out[:2]]
 for prompt in new_songs:
     print(f"{prompt!r} -> {generate(reloaded, tok, prompt, 4).strip()!r}")
 if AS_SHIPPED:
