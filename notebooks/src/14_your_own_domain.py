@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 14 · Your own domain: the whole recipe on your own JSONL file
 #
-# Runtime: about 40 s on a 2-core laptop, no GPU.
+# Runtime: about 35 s on a 2-core laptop, no GPU.
 #
 # Everything so far ran on the course's data. This chapter is the recipe for yours: one file of examples in a
 # documented format, one cell of settings, and then the steps every fine-tune needs, each checked:
@@ -250,8 +250,8 @@ if AS_SHIPPED:
 # %% [markdown]
 # The base model is a pretrained text continuer: given a prompt it writes what usually came next in its
 # pretraining text, never a mood tag. That is the starting point of every fine-tune on a new format, and the
-# reason to measure the base first: "the fine-tune reaches 95%" means little until you know the base got 0% and
-# the majority label 25%.
+# reason to measure the base first: "the fine-tune reaches 95%" means little until you know what the base got
+# (0% here) and what the majority label gets (about a quarter here, 70% on the one-playlist file of 14.3).
 
 # %% [markdown]
 # ## 14.5 Train, on three seeds, and compare with the base
@@ -304,12 +304,12 @@ print(text_table([["base model", f"{before['loss']:.3f}", f"{before['accuracy']:
 reveal("fine-tuned held-out accuracy", sum(accuracy) / len(accuracy), atol=0.05,
        why="The rule has two cues and four answers; 80 steps of 16 show each training song about 7 times.")
 if AS_SHIPPED:
-    assert min(accuracy) > 0.9 and min(accuracy) > majority + 0.5 and before["accuracy"] == 0, "on every seed"
+    assert min(accuracy) == 1 and majority < 0.35 and before["accuracy"] == 0, "every held-out song, every seed"
     assert max(loss) < before["loss"] / 5, "the held-out loss falls more than fivefold, on every seed"
 
 # %% [markdown]
-# Every seed learns the rule: all (or nearly all) held-out songs right, from 0% for the base and about a quarter
-# for the majority label. The spread column shows how little the seed matters here; on your data, look at it
+# Every seed learns the rule and gets every held-out song right, from 0% for the base and about a quarter for the
+# majority label. The spread column shows how little the choice of seed matters here; on your data, look at it
 # before trusting a difference between two settings that is smaller than it.
 #
 # The loss column is less tidy than the accuracy one. Accuracy asks only whether the greedy answer is right;
