@@ -20,9 +20,15 @@ Why each check exists (load_examples runs them all and names every bad line in o
   seen, and held-out accuracy looks better than it is.
 
     >>> from course_utils import domain
+    >>> model, tokenizer = domain.load_base("lora")      # or "qlora": a 4-bit base (bitsandbytes)
     >>> examples = domain.load_examples("my_data.jsonl", tokenizer, max_tokens=64)
     >>> train, held_out = domain.split(examples)
     >>> domain.evaluate(model, tokenizer, held_out, max_tokens=64)   # {"loss": ..., "accuracy": ...}
+    >>> domain.batches(tokenizer, train)                 # training batches for course_utils.training.train
+
+The bundled example (`write_music_example`, song descriptions -> mood) is written at run time by
+course_utils.world.music_moods rather than committed with the course's checksummed data: it takes milliseconds,
+is the same file every time, and then goes through exactly the path a user's own file takes.
 """
 from __future__ import annotations
 
@@ -46,9 +52,9 @@ SHOWN = 10  # problems listed in one error; the rest are counted
 class DataError(ValueError):
     """A data file that cannot be trained on. `problems` holds (line number, what is wrong and the fix)."""
 
-    def __init__(self, path, problems: list[tuple[int, str]], total: int | None = None):
+    def __init__(self, path, problems: list[tuple[int, str]]):
         self.path, self.problems = Path(path), problems
-        total = total or len(problems)
+        total = len(problems)
         lines = [f"  line {n}: {msg}" if n else f"  {msg}" for n, msg in problems[:SHOWN]]
         if total > SHOWN:
             lines.append(f"  ... and {total - SHOWN} more")
