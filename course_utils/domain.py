@@ -295,7 +295,6 @@ def load_base(method: str = "lora", name_or_path=None):
 
     if method not in ("lora", "qlora"):
         raise ValueError(f'method is "lora" or "qlora", got {method!r}. Fix: METHOD = "lora".')
-    _import_bitsandbytes_quietly()
     cuda = torch.cuda.is_available()
     dtype = torch.bfloat16 if cuda else torch.float32
     if method == "lora":
@@ -313,19 +312,3 @@ def load_base(method: str = "lora", name_or_path=None):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return model, tok
 
-
-def _import_bitsandbytes_quietly() -> None:
-    """Import bitsandbytes (PEFT does, either way) without its import-time note, on CPUs with AVX512-BF16, that an
-    optional kernel package is missing: a remark about its own speed that would otherwise land in the middle of a
-    chapter's output on some machines and not on others."""
-    import logging
-
-    log = logging.getLogger("bitsandbytes.backends.cpu.ops")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        pass  # LoRA needs no bitsandbytes; QLoRA's import below says what is missing
-    finally:
-        log.setLevel(level)

@@ -168,7 +168,7 @@ try:
     domain.load_examples(spoiled, tok, max_tokens=64)
 except domain.DataError as err:
     refusal = err
-    print(err)
+    print(str(err).replace(f"{work}/", ""))  # the file's name without its temporary folder
 
 # %%
 reveal("problems reported for the spoiled file", len(refusal.problems), atol=0,
@@ -202,7 +202,7 @@ try:
     domain.load_examples(skewed, tok, max_tokens=MAX_TOKENS, strict=True)
 except domain.DataError as err:
     imbalance = err
-    print(err)
+    print(str(err).replace(f"{work}/", ""))
 
 # %%
 skewed_counts = domain.label_counts(domain.load_examples(skewed, strict=False, max_ratio=10))
