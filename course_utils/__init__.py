@@ -15,6 +15,7 @@ Where things are (module -> the chapters and labs that use it):
     The course model and how it trains
       models, tokenizer   the embedded 4-layer Llama (00+); COURSE_MODEL swaps in a real one
       world, data         the generated "tiny world" corpus and the committed datasets
+      domain              your own data (14): the JSONL format, its checks, a split, evaluation against the base
       training            the one training loop, batching, evaluation, greedy generation
       surgery             which layers are linear, replacing a layer, eval mode, counting parameters
     Around the notebooks

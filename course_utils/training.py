@@ -164,7 +164,7 @@ def eval_loss(model, batch) -> float:
 @torch.no_grad()
 def generate(model, tokenizer, prompt: str, max_new_tokens: int = 24, stop_at_eos: bool = True) -> str:
     """Greedy continuation of `prompt` (deterministic, so notebooks can store and compare it)."""
-    ids = tokenizer(prompt, return_tensors="pt").input_ids
+    ids = tokenizer(prompt, return_tensors="pt").input_ids.to(next(model.parameters()).device)
     with eval_mode(model):
         out = model.generate(
             ids,

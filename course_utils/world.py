@@ -10,6 +10,8 @@ Datasets:
 - far        chord notation "C: C4 E4 G4": characters and structure the model never saw (a large shift)
 - sentiment  labelled reviews (positive/negative), train and test
 - facts      capitals of invented countries: `known` ones are in pretraining, `new` ones are not
+- music      chapter 14's bundled example (not a committed file: `music_moods` makes it in milliseconds, the same
+             every time): song descriptions tagged with a mood, the kind of file a music organisation would bring
 """
 from __future__ import annotations
 
@@ -160,6 +162,28 @@ def review(rng: random.Random) -> tuple[str, str]:
     words = GOOD if label == "positive" else BAD
     a1, a2 = rng.sample(words, 2)
     return f"review: the {rng.choice(FOODS)} at the {rng.choice(PLACES)} was {a1} and {a2}. sentiment:", label
+
+
+# Chapter 14's bundled example. The mood needs BOTH cues: tempo alone or the words alone get half the songs right,
+# so a fine-tune has to learn the rule, not copy a word. The words are the tiny world's (one token each to the course
+# tokenizer) except the music jargon, which splits into 2-4 pieces, as a real domain's jargon does on a real model.
+MOODS = {("fast", True): "happy", ("slow", True): "calm", ("slow", False): "sad", ("fast", False): "dark"}
+GENRES = "rock folk jazz pop".split()
+INSTRUMENTS = "piano guitar drums violin".split()
+
+
+def song_description(rng: random.Random) -> tuple[str, str]:
+    """(prompt, mood): 'song: a fast rock song with drums about the sweet cake in the park. mood:' -> 'happy'."""
+    tempo, good = rng.choice(["fast", "slow"]), rng.random() < 0.5
+    about = f"the {rng.choice(GOOD if good else BAD)} {rng.choice(FOODS + ANIMALS)} in the {rng.choice(PLACES)}"
+    prompt = f"song: a {tempo} {rng.choice(GENRES)} song with {rng.choice(INSTRUMENTS)} about {about}. mood:"
+    return prompt, MOODS[tempo, good]
+
+
+def music_moods(n: int = 240, seed: int = 0) -> list[dict]:
+    """`n` records {"prompt", "completion"} in chapter 14's JSONL format; a smaller `n` gives a prefix."""
+    rng = random.Random(seed)
+    return [{"prompt": p, "completion": c} for p, c in (song_description(rng) for _ in range(n))]
 
 
 def build_datasets(n_pretrain: int = 24000, seed: int = 0) -> dict[str, list[dict]]:
