@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 13 · Takeaways: five claims, what the course measured, and a recap quiz
 #
-# Runtime: about 25 s on a 2-core laptop, no GPU.
+# Runtime: about 22 s on a 2-core laptop, no GPU.
 #
 # A LoRA course usually ends with five takeaways:
 # 1. LoRA learns **directions of change**, not new knowledge;
@@ -198,6 +198,7 @@ reveal("7B QLoRA, GiB before activations", need["qlora"], rtol=0.3,
        why="4.127 bits is about half a byte per weight; the bf16 embeddings and the adapters with their Adam state "
            "add about a GiB.")
 assert need["full"] > 80 and need["lora"] > 8 >= need["qlora"], "only the 4-bit base fits an 8 GiB card"
+assert need["lora"] < 1.1 * 7e9 * 2 / 2**30, "LoRA: about the size of the bf16 weights alone"
 assert abs(bits - nf4_bits_per_param(64, True)) < 0.01 and abs(loss_shift) < 0.01, "4.127 bits, loss kept"
 
 # %% [markdown]
@@ -205,8 +206,9 @@ assert abs(bits - nf4_bits_per_param(64, True)) < 0.01 and abs(loss_shift) < 0.0
 # size of the bf16 weights, and only the 4-bit base fits an 8 GiB card, leaving room on a 16 GiB one for
 # activations (which come on top: 02 · 2.6). The 4 bits cost the course model almost nothing: its held-out loss
 # moved by the shift printed above, and 09 · 9.6 trained QLoRA to within a few percent of LoRA on every seed. Two
-# honest limits: activations grow with batch and sequence length, not with the base's precision, and on a CPU a
-# QLoRA step is slower than a LoRA step (09 · 9.6), not faster: the 4 bits buy memory, not speed.
+# honest limits: activations grow with batch and sequence length, not with the base's precision; and a QLoRA step
+# dequantizes every 4-bit weight before it multiplies, so it is slower than a LoRA step (09 · 9.6), not faster:
+# the 4 bits buy memory, not speed.
 
 # %% [markdown]
 # ## 13.4 "Hyperparameters matter less than which layers you adapt"
@@ -447,7 +449,7 @@ exercise("Q8 what lora_dropout drops", q8, expected="a", choices="abcd",
          hint="Re-read 07 · 7.4, and lab02 section 3.",
          why={"b": "The frozen weight is never touched: W0 x is computed in full.",
               "c": "Dropout acts on numbers flowing through the adapter, not on whole adapters.",
-              "d": "The base layer's output W0 x passes unchanged: only the adapter's branch sees dropout."})
+              "d": "The base layer's output W0 x passes unchanged, in training as in evaluation."})
 
 # %% [markdown]
 # **Q9 (NF4 and double quantization).** Blocks of 64 with double quantization: how many bits per weight, constants
@@ -501,8 +503,8 @@ q11 = "b"
 q12 = "a"
 q13 = "b"
 ### END SOLUTION
-no_step_yet = "Nothing has trained yet, so it cannot have changed the model: only an adapter that is not zero at " \
-              "the start changes the outputs before a step."
+no_step_yet = "Nothing has trained yet, so this setting has had no chance to change the model's outputs: ask what " \
+              "does change them before the first step."
 exercise("Q11 loss wrong before the first step", q11, expected="b", choices="abcd",
          hint="Re-read 06 · 6.1–6.2 and 10 · 10.2 (setup traps); 13.5 above measured it.",
          why={"a": no_step_yet, "c": no_step_yet, "d": no_step_yet})
