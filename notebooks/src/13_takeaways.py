@@ -90,7 +90,7 @@ reveal("share of the 8 contradicting answers learned", sig["fixed_accuracy"], at
            "ones its pretraining contradicts.")
 assert all(s > 0.6 for s in share8) and min(share8) > 3 * noise8, "the unconstrained update is mostly low-rank"
 assert resist.holds and resist.fixed < sig["base_loss"] / 5, "the adapters learn the contradicting answers"
-assert sig["fixed_accuracy"] >= 0.5 > sig["broken_accuracy"], "most answers change with r = 16 on every layer"
+assert sig["fixed_accuracy"] > 0.5 > sig["broken_accuracy"], "most answers change with r = 16 on every layer"
 
 # %% [markdown]
 # The first half holds: nothing forced the full fine-tune to be low-rank, yet 8 directions hold most of every
