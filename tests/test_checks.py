@@ -243,3 +243,14 @@ def test_exercise_right_wrong_and_crashing_answers(capsys):
     assert "✅ d" in out and "✅ e" in out
     summary()
     assert "right" in capsys.readouterr().out
+
+
+def test_a_wrong_pick_is_told_why_without_the_right_answer(capsys):
+    why = {"a": "fp16 has 5 exponent bits.", 2: "That counts the weights alone."}
+    exercise("q", " A", "b", choices=["a", "b"], why=why, hint="Re-read 03 · 3.1.")
+    exercise("n", 2.0001, 16, why=why)
+    exercise("m", 12, 16, why=why, hint="Re-read 02 · 2.2.")
+    out = capsys.readouterr().out
+    assert "❌ q: ' A' is not it. fp16 has 5 exponent bits. Hint: Re-read 03 · 3.1." in out
+    assert "❌ n: 2 is not it. That counts the weights alone." in out  # matched within rtol, like the answer
+    assert "❌ m: 12 is not it. Hint: Re-read 02 · 2.2." in out and "'b'" not in out and " 16" not in out

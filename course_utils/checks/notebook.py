@@ -90,11 +90,13 @@ def reveal(name: str, measured, rtol: float = 0.25, atol: float = 0.0, why: str 
 
 
 def exercise(name: str, answer, expected, rtol: float = 1e-3, atol: float = 0.0, hint: str = "",
-             choices=None) -> None:
+             choices=None, why: dict | None = None) -> None:
     """✅ or ❌ for an exercise's answer: a value, or a function of no arguments that computes it.
 
     Numbers match within rtol/atol, strings ignoring case and surrounding spaces, lists element by element. A
     function that raises NotImplementedError (the stub) counts as not answered; any other error is shown.
+    `why` maps a likely wrong answer to the sentence that says why it is wrong (matched like the answer): a
+    multiple-choice question can then teach from each wrong pick, before the hint, without naming the right one.
     """
     if callable(answer):
         try:
@@ -118,7 +120,9 @@ def exercise(name: str, answer, expected, rtol: float = 1e-3, atol: float = 0.0,
         print(f"✅ {name}: {_fmt(answer)} is right.")
         return
     _results[name] = "wrong"
-    print(f"❌ {name}: {_fmt(answer)} is not it." + (f" Hint: {hint}" if hint else ""))
+    reason = next((text for wrong, text in (why or {}).items() if _close(answer, wrong, rtol, atol)), "")
+    print(f"❌ {name}: {_fmt(answer)} is not it." + (f" {reason}" if reason else "")
+          + (f" Hint: {hint}" if hint else ""))
 
 
 def summary() -> None:
