@@ -29,8 +29,11 @@ instructor: setup
 site: setup
 	$(PY) scripts/build_site.py
 
+# Two workers, one per core (conftest.py says what runs together); TEST_JOBS=0 runs everything in one process.
+TEST_JOBS ?= 2
+
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_JOBS)
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow"

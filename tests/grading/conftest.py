@@ -73,12 +73,24 @@ def toy_notebook(builder: Builder, kind: str):
 
 # ---------------------------------------------------------------------------------------------- snapshots
 
+# Written while the batch runs by the tests on the other pytest worker (the browser test's JupyterLab, nbval's
+# kernels), never by a graded kernel, which sees the whole tree read-only (sandbox.py): left out of the snapshots.
+HARNESS_WRITES = (".cache/browser", ".cache/matplotlib", ".jupyter/runtime", ".jupyter/data", ".jupyter/modes",
+                  ".jupyter/config/migrated", ".ipython/profile_default/history.sqlite")
+HARNESS_DIRS = (".ipynb_checkpoints", ".pytest_cache")
+
+
+def _harness_path(path: str) -> bool:
+    rel = os.path.relpath(path, ROOT)
+    return any(rel == w or rel.startswith(w + os.sep) or rel.startswith(w + "-") for w in HARNESS_WRITES)
+
+
 def tree_state(*roots) -> dict:
     """path -> (size, mtime) of every file under the roots: what a planted .pyc, .pth or config edit changes."""
     out = {}
     for root in roots:
         for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = [d for d in dirnames if d != ".pytest_cache"]
+            dirnames[:] = [d for d in dirnames if d not in HARNESS_DIRS and not _harness_path(os.path.join(dirpath, d))]
             if os.path.basename(dirpath) == ".git":
                 # what a planted file in .git could do lives in hooks/, info/ and config; objects, refs, logs and
                 # the index change whenever anyone commits in another worktree of the same repository
@@ -86,6 +98,8 @@ def tree_state(*roots) -> dict:
                 filenames = [f for f in filenames if f == "config"]
             for f in filenames:
                 p = os.path.join(dirpath, f)
+                if _harness_path(p):
+                    continue
                 try:
                     st = os.lstat(p)
                 except OSError:
@@ -96,8 +110,11 @@ def tree_state(*roots) -> dict:
 
 def git_status() -> str:
     # --no-optional-locks: a plain `git status` refreshes .git/index, which the tree snapshot would see as a change
-    return subprocess.run(["git", "--no-optional-locks", "status", "--ignored", "--porcelain", "--untracked-files=all"], cwd=ROOT,
-                          capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(["git", "--no-optional-locks", "status", "--ignored", "--porcelain", "--untracked-files=all"],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return "".join(line for line in out.splitlines(keepends=True)
+                   if not any(part in HARNESS_DIRS for part in Path(line[3:].strip()).parts)
+                   and not _harness_path(str(ROOT / line[3:].strip().rstrip("/"))))
 
 
 def file_hashes(folder: Path) -> dict:
