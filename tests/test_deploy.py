@@ -13,16 +13,20 @@ from course_utils.deploy import adapter_bytes, interleaved_timings, median_ratio
 def test_interleaved_timings_measure_a_known_slowdown_in_rotating_order():
     calls = []
 
-    def sleeper(name, seconds):
-        def run():
+    def spinner(name, seconds):
+        def run():  # busy, not asleep: the default clock counts this thread's CPU time
             calls.append(name)
-            time.sleep(seconds)
+            t0 = time.thread_time()
+            while time.thread_time() - t0 < seconds:
+                pass
         return run
 
-    times = interleaved_timings({"fast": sleeper("fast", 0.002), "slow": sleeper("slow", 0.006)}, rounds=9, warmup=1)
+    times = interleaved_timings({"fast": spinner("fast", 0.002), "slow": spinner("slow", 0.006)}, rounds=9, warmup=1)
     assert {k: len(v) for k, v in times.items()} == {"fast": 9, "slow": 9}
     assert calls[:6] == ["fast", "slow", "slow", "fast", "fast", "slow"], "one call each per round, order rotated"
-    assert 1.8 < median_ratio(times, "slow", "fast") < 4, "3x by construction; sleep overshoots a little"
+    assert 2.5 < median_ratio(times, "slow", "fast") < 3.6, "3x by construction"
+    asleep = interleaved_timings({"a": lambda: time.sleep(0.003), "b": lambda: None}, rounds=3, warmup=0)
+    assert max(asleep["a"]) < 0.002, "sleeping is not CPU time"
     with pytest.raises(ValueError, match="at least two"):
         interleaved_timings({"one": lambda: None})
     with pytest.raises(KeyError, match="no timings named"):

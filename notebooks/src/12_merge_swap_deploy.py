@@ -190,8 +190,9 @@ assert 2 < zoo_ratio < 3, "three copies cost nearly 3x; the adapters add only a 
 # removes the adapter, so the merged model runs exactly the base model's operations.
 #
 # Timing on a shared machine needs care. `course_utils.deploy.interleaved_timings` calls the three models in turns
-# (one call each per round, the order rotated every round), and `median_ratio` takes the median over rounds of each
-# round's ratio, so a burst of load from elsewhere slows all three alike or is dropped as an outlier. Two sizes:
+# (one call each per round, the order rotated every round) and times each call by the CPU time of this thread: the
+# wall clock would also count the moments other programs had the core. `median_ratio` takes the median over rounds
+# of each round's ratio, so what slows a whole round cancels, and an odd round is dropped as an outlier. Two sizes:
 # one token (what the linear layers do in one step of generation, where each new token is one forward pass) and a
 # batch of 8 sequences of 64 tokens (reading 8 prompts at once).
 #
@@ -210,7 +211,7 @@ adapter = work / "seed0" / "letters"
 unmerged = PeftModel.from_pretrained(copy.deepcopy(base), adapter).eval()
 merged = PeftModel.from_pretrained(copy.deepcopy(base), adapter).merge_and_unload().eval()
 SIZES = {"1 token": (1, 1), "8 x 64 tokens": (8, 64)}
-ROUNDS = {"1 token": 100, "8 x 64 tokens": 30}
+ROUNDS = {"1 token": 200, "8 x 64 tokens": 30}
 timings, ratios = {}, {}
 for label, shape in progress_bar(SIZES.items(), desc="timing 2 sizes"):
     ids = torch.randint(3, tok.vocab_size, shape, generator=torch.Generator().manual_seed(0))
@@ -224,7 +225,7 @@ import statistics
 
 print(text_table([[label, *(f"{1e3 * statistics.median(timings[label][m]):.2f} ms" for m in ("base", "unmerged", "merged")),
                    f"{r['unmerged']:.2f}x", f"{r['merged']:.2f}x"] for label, r in ratios.items()],
-                 ["input", "base", "unmerged", "merged", "unmerged / base", "merged / base"]))
+                 ["input", "base (CPU time per call)", "unmerged", "merged", "unmerged / base", "merged / base"]))
 plot_bars([f"{m}\n{label}" for label in SIZES for m in ("unmerged", "merged")],
           [ratios[label][m] for label in SIZES for m in ("unmerged", "merged")],
           title="Inference time relative to the base model (median of per-round ratios)",
@@ -245,8 +246,8 @@ print("merged: within 15% of the base at both sizes; unmerged: over 1.3x slower 
 # %% [markdown]
 # The merged model runs as fast as the base (within timing noise: both run the very same operations), at both sizes.
 # The unmerged adapter costs at least 30% more on one token, and a smaller share on the batch (the table above;
-# the exact numbers depend on the machine and its load: the ms columns are each model's median time, the ratio
-# columns the median of the per-round ratios, the number that survives a busy machine). Why so much, for an adapter whose arithmetic is small?
+# the exact numbers depend on the machine: the ms columns are each model's median CPU time per call, the ratio
+# columns the median of the per-round ratios). Why so much, for an adapter whose arithmetic is small?
 
 # %%
 from course_utils.surgery import linear_layers
