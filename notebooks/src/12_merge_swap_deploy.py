@@ -233,7 +233,9 @@ plot_bars([f"{m}\n{label}" for label in SIZES for m in ("unmerged", "merged")],
           ylabel="time / base time", hline=1.0, hline_label="the base model")
 plt.show()
 
-# %%
+# %% tags=["nbval-ignore-output"]
+# The measured ratio printed here varies from run to run (the tests compare no output of this cell); the asserts
+# below hold on a busy machine too.
 small, large = ratios["1 token"], ratios["8 x 64 tokens"]
 reveal("unmerged / base time, one token", small["unmerged"], rtol=0.5,
        why="Each adapted layer runs 4 more operations; the course model's own operations are so small that the "
