@@ -145,11 +145,14 @@ for seed in SEEDS:
     for task in TASKS:
         others = [swap[seed, a][task] for a in ACTIVE if a != task]
         assert swap[seed, task][task] < min(others), f"seed {seed}: the {task} adapter is best at {task}"
+w0 = dict(base.named_parameters())
+assert all(torch.equal(p, w0[n.replace("base_model.model.", "", 1).replace(".base_layer", "")])
+           for n, p in zoos[0].named_parameters() if "lora_" not in n), "after all the switching, W0 is untouched"
 
 # %% [markdown]
 # On every seed, each task is best served by its own adapter (asserted), and a wrong adapter is worse than the right
 # one: swapping is choosing. The switch itself moves no weights: `set_adapter` changes which A and B the forward
-# pass uses.
+# pass uses, and after all the switching W0 is bit for bit the base model's (asserted).
 #
 # **Memory.** Serving the three behaviours as three merged models needs three copies of the base; the zoo needs one
 # base and three adapters. `course_utils.deploy.zoo_memory` adds up the bytes of the tensors in the loaded model.
@@ -417,6 +420,7 @@ errors = [o.broken for o in four_bit.values()]
 assert all(o.fixed < 1e-5 < 0.01 < o.broken for o in four_bit.values()), "4-bit merge moves the logits; float does not"
 assert nf4_error / 2 < min(errors) and max(errors) < 2 * nf4_error, "the size of quantizing to NF4 once more"
 assert all(abs(c) < 2 for c in change.values()), "the loss changes by under 2% on every seed"
+assert min(change.values()) < 0 < max(change.values()), "up on some seeds, down on others"
 
 # %% [markdown]
 # Merging into the 4-bit base moves the logits by a few % on every seed (the table), about as much as quantizing the
