@@ -11,7 +11,8 @@ Where things are (module -> the chapters and labs that use it):
       lora/          05-09, lab02, 04   LoRA layers, injection, merging, adapters on disk (PEFT's format)
       sweeps         07, 08      one fine-tune as a function of its knobs (rank, alpha, lr, dropout), over seeds
       nf4/           03, 09, lab03, 04  NF4 and double quantization, bit-exact with bitsandbytes; 4-bit layers
-      experiments/   10                 guided failure experiments: each failure reproduced, measured and fixed
+      experiments/   10, lab05      guided failure experiments: each failure reproduced, measured and fixed
+      deploy         12          inference timing side by side (interleaved, median ratios); a zoo's memory
     The course model and how it trains
       models, tokenizer   the embedded 4-layer Llama (00+); COURSE_MODEL swaps in a real one
       world, data         the generated "tiny world" corpus and the committed datasets
