@@ -52,7 +52,7 @@ workshop: setup
 	$(PY) scripts/build_workshop.py
 
 slides: setup
-	$(PY) scripts/build_workshop.py --slides $(if $(REVEAL),--reveal-prefix $(REVEAL))
+	$(PY) scripts/build_workshop.py --slides $(if $(ASSETS),--assets $(ASSETS))
 
 # Every pinned wheel, the course's wheel and the course itself in ./wheelhouse (fits a USB stick).
 wheelhouse: setup

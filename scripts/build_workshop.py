@@ -5,6 +5,7 @@
     python scripts/build_workshop.py --run        # runs the path once (build/workshop/), times each block
     python scripts/build_workshop.py --slides     # --run, then the reveal.js deck build/workshop/workshop.slides.html
     python scripts/build_workshop.py --slides --update-doc   # also writes the measured times into docs/workshop.md
+    python scripts/build_workshop.py --slides --assets DIR   # a deck that presents with no network (docs/workshop.md)
 
 Which cells make the path is said in the chapters' sources (notebooks/src/NN_*.py), with cell tags that the chapter
 editions never carry (scripts/build_notebooks.py leaves out every tag that starts with `workshop`):
@@ -59,6 +60,8 @@ SECTIONS = {
     "08": ["8.1", "8.2", "8.4"],
     "09": ["9.1", "9.2", "9.3", "9.4", "9.6"],
 }
+LAB_NOTEBOOK = ROOT / "solutions" / "lab02_lora_from_scratch" / "lab02_lora_from_scratch.ipynb"
+LAB_UNTIL = "## 4."  # the lab segment is every cell before this heading
 LAB_AFTER = "05"  # the hands-on lab follows the LoRA idea: the layer the room just saw, written by hand
 LAB = ("Lab · 15 minutes: write the LoRA layer yourself",
        "Open `labs/lab02_lora_from_scratch/lab02_lora_from_scratch.ipynb` and do sections **1-3**: how many "
@@ -226,28 +229,56 @@ def block_seconds(nb) -> dict[str, float]:
     return seconds
 
 
-def run(nb):
-    """Executes the attendees' path once, as a student does (stubs unanswered), and returns its block times."""
-    BUILD.mkdir(parents=True, exist_ok=True)
+def lab_segment():
+    """The lab's cells up to LAB_UNTIL, reference solution included: what the room writes, with its checks."""
+    import nbformat
+
+    nb = nbformat.read(LAB_NOTEBOOK, as_version=4)
+    stop = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and c.source.startswith(LAB_UNTIL))
+    nb.cells = nb.cells[:stop]
+    for c in nb.cells:
+        c.id = f"lab-{c.id}"[:64]
+    return nb
+
+
+def run(nb, build: Path = BUILD):
+    """Executes the attendees' path once, as a student does (stubs unanswered), and the lab segment with its
+    reference solution (its checks must pass); returns the seconds each block computed."""
+    build.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    bn.execute(nb, BUILD, keep_timing=True)
-    seconds = block_seconds(nb)
+    bn.execute(nb, build, keep_timing=True)
+    lab = bn.execute(lab_segment(), LAB_NOTEBOOK.parent, keep_timing=True)
+    seconds = {**block_seconds(nb), **block_seconds(lab)}
     seconds["total"] = sum(seconds.values())
     seconds["wall"] = time.perf_counter() - t0  # plus the kernel's start
-    (BUILD / "workshop.ipynb").write_text(bn.notebook_text(nb))
-    (BUILD / "timings.json").write_text(json.dumps({k: round(v, 1) for k, v in seconds.items()}, indent=1) + "\n")
+    (build / "workshop.ipynb").write_text(bn.notebook_text(nb))
+    (build / "timings.json").write_text(json.dumps({k: round(v, 1) for k, v in seconds.items()}, indent=1) + "\n")
     return seconds
 
 
-def slides(nb, reveal_prefix: str | None = None) -> Path:
-    """The reveal.js deck of the executed path; reveal.js itself comes from `reveal_prefix` (a CDN by default)."""
+SLIDE_ASSETS = {"reveal_url_prefix": "reveal.js", "require_js_url": "require.js", "jquery_url": "jquery.min.js"}
+
+
+def slides(nb, assets: Path | None = None, build: Path = BUILD) -> Path:
+    """The reveal.js deck of the executed path. By default the deck loads reveal.js, require.js and jQuery from
+    nbconvert's CDNs; `assets` is a folder holding them (SLIDE_ASSETS: reveal.js/ is the reveal.js 4 package), copied
+    next to the deck so that the folder presents with no network."""
+    import shutil
+
     from nbconvert import SlidesExporter
 
-    exporter = SlidesExporter()
-    if reveal_prefix:
-        exporter.reveal_url_prefix = reveal_prefix
+    # notebook cells are wider and taller than a slide: a wider canvas, and a scroll bar where a slide overflows
+    exporter = SlidesExporter(reveal_scroll=True, reveal_width="1280", reveal_number="c/t")
+    if assets:
+        missing = [name for name in SLIDE_ASSETS.values() if not (assets / name).exists()]
+        if missing:
+            raise FileNotFoundError(f"{assets} lacks {missing} (docs/workshop.md says where they come from)")
+        if assets.resolve() != (build / "assets").resolve():
+            shutil.copytree(assets, build / "assets", dirs_exist_ok=True)
+        for trait, name in SLIDE_ASSETS.items():
+            setattr(exporter, trait, f"assets/{name}")
     html, _ = exporter.from_notebook_node(nb)
-    out = BUILD / "workshop.slides.html"
+    out = build / "workshop.slides.html"
     out.write_text(html)
     return out
 
@@ -262,17 +293,43 @@ def timing_table(seconds: dict[str, float]) -> str:
     for chapter, sections in SECTIONS.items():
         if chapter in seconds:
             rows.append(f"| {chapter} | {', '.join(sections)} | {seconds[chapter]:.0f} s |")
+        if chapter == LAB_AFTER:
+            rows.append(f"| lab | {LAB_NOTEBOOK.stem}, sections before `{LAB_UNTIL}` (solved) | {seconds['lab']:.0f} s |")
     rows.append(f"| all | | {seconds['total']:.0f} s ({seconds['total'] / 60:.1f} min; {seconds['wall']:.0f} s with "
                 "the kernel's start) |")
     return "\n".join(rows)
 
 
+AGENDA = ("<!-- agenda: begin -->", "<!-- agenda: end -->")
+MEASURED = ("<!-- measured: begin (scripts/build_workshop.py --update-doc) -->", "<!-- measured: end -->")
+
+
+def agenda(text: str | None = None) -> list[dict]:
+    """The doc's agenda rows: start (minutes), minutes, block, waiting (the measured cell, as written)."""
+    text = DOC.read_text() if text is None else text
+    rows = []
+    for line in text[text.index(AGENDA[0]):text.index(AGENDA[1])].splitlines()[3:]:
+        cols = [c.strip() for c in line.strip().strip("|").split("|")]
+        hours, minutes = cols[0].split(":")
+        rows.append({"start": 60 * int(hours) + int(minutes), "minutes": int(cols[1]), "block": cols[2],
+                     "waiting": cols[-1]})
+    return rows
+
+
 def update_doc(seconds: dict[str, float]) -> None:
-    """Writes the measured table between the doc's markers: the agenda quotes a measurement, not a guess."""
-    begin, end = "<!-- measured: begin (scripts/build_workshop.py --update-doc) -->", "<!-- measured: end -->"
+    """Writes the measured times into the doc: the agenda's waiting column and the table below it. The agenda quotes
+    a measurement, not a guess."""
     text = DOC.read_text()
-    a, b = text.index(begin) + len(begin), text.index(end)
-    DOC.write_text(text[:a] + "\n" + timing_table(seconds) + "\n" + text[b:])
+    a, b = text.index(MEASURED[0]) + len(MEASURED[0]), text.index(MEASURED[1])
+    text = text[:a] + "\n" + timing_table(seconds) + "\n" + text[b:]
+    a, b = text.index(AGENDA[0]), text.index(AGENDA[1])
+    lines = text[a:b].split("\n")
+    for i, line in enumerate(lines):
+        cols = line.split("|")
+        if len(cols) > 4 and cols[3].strip() in seconds:
+            cols[-2] = f" {seconds[cols[3].strip()]:.0f} s "
+            lines[i] = "|".join(cols)
+    DOC.write_text(text[:a] + "\n".join(lines) + text[b:])
 
 
 def main(argv=None) -> int:
@@ -283,7 +340,8 @@ def main(argv=None) -> int:
     ap.add_argument("--check", action="store_true", help="only check the path against its sources")
     ap.add_argument("--run", action="store_true", help="also run the path once and time its blocks")
     ap.add_argument("--slides", action="store_true", help="run, then render the reveal.js deck")
-    ap.add_argument("--reveal-prefix", default=None, help="where the deck loads reveal.js from (a local copy)")
+    ap.add_argument("--assets", type=Path, default=None,
+                    help="a folder with reveal.js/, require.js and jquery.min.js: the deck then needs no network")
     ap.add_argument("--update-doc", action="store_true", help="write the measured times into docs/workshop.md")
     args = ap.parse_args(argv)
     cells, problems = path_cells()
@@ -308,7 +366,7 @@ def main(argv=None) -> int:
     if args.update_doc:
         update_doc(seconds)
     if args.slides:
-        out = slides(nb, args.reveal_prefix)
+        out = slides(nb, args.assets)
         print(f"ok     {out.relative_to(ROOT)}  {expected_slides(nb)} slides")
     return 0
 
