@@ -98,7 +98,7 @@ def test_the_path_runs_end_to_end_within_budget_and_its_slides_build(tmp_path):
     # nbconvert wraps each slide in a <section> that holds its sub-slides' <section>s, the first one included
     assert html.count("<section") == 2 * types.count("slide") + types.count("subslide") > 30
     plots = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-    assert plots >= 8 and html.count("data:image/png;base64") == plots
+    assert plots >= 8 and html.count('src="data:image/png;base64') == plots
 
 
 def test_ready_says_ready_in_one_line():
