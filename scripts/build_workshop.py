@@ -1,7 +1,7 @@
 """The 90-minute workshop's path (docs/workshop.md), chained from the chapters' own sources, never copied.
 
     python scripts/build_workshop.py              # writes workshop/workshop.ipynb: the attendees' notebook, no outputs
-    python scripts/build_workshop.py --check      # exit 1 if it differs from the sources, or a section is not in SECTIONS
+    python scripts/build_workshop.py --check      # exit 1: stale, or a tagged section not in SECTIONS
     python scripts/build_workshop.py --run        # runs the path once (build/workshop/), times each block
     python scripts/build_workshop.py --slides     # --run, then the reveal.js deck build/workshop/workshop.slides.html
     python scripts/build_workshop.py --slides --update-doc   # also writes the measured times into docs/workshop.md
@@ -22,8 +22,8 @@ editions never carry (scripts/build_notebooks.py leaves out every tag that start
                                              fragment, speaker notes, or hides a cell (it still runs)
 
 Without a slide tag, a section's heading starts a slide (a subsection's, a sub-slide), the cells after it continue
-that slide, and a dependency cell is hidden (it runs, the room does not need to see it). Each chapter is a block of the agenda: the path opens each
-block with a title slide, and puts the lab's slide after LAB_AFTER's block.
+that slide, and a dependency cell is hidden (it runs, the room does not need to see it). Each chapter is a block of
+the agenda: the path opens each block with a title slide, and puts the lab's slide after LAB_AFTER's block.
 
 The path runs in one kernel, chapter after chapter, so a cell must find what it uses among the path's earlier cells
 of the *same* chapter (a name another chapter defines may mean something else there). `--check` proves that
@@ -143,7 +143,9 @@ def chapter_path(src: Path) -> tuple[list[PathCell], list[str]]:
 
 def missing_names(src: Path, picked: list[PathCell]) -> list[str]:
     """What a path cell reads that no earlier path cell of its chapter defines, and where the chapter defines it."""
-    cells = bn.parse_percent(src.read_text(), src.name)
+    text = src.read_text()
+    cells = bn.parse_percent(text, src.name)
+    lines = [n for n, line in enumerate(text.splitlines(), 1) if bn._CELL_MARK.match(line)]  # each cell's mark
     chosen, known, problems = {pc.index for pc in picked}, set(), []
     for i, cell in enumerate(cells):
         if cell.kind != "code":
@@ -154,10 +156,10 @@ def missing_names(src: Path, picked: list[PathCell]) -> list[str]:
             for name in sorted(used - defined - known - _BUILTINS):
                 at = next((j for j in range(i - 1, -1, -1) if cells[j].kind == "code"
                            and name in _defines_uses(cells[j].source, src.name)[0]), None)
-                fix = (f"tag cell-{at:03d} (the cell that defines it) with \"workshop\"" if at is not None
-                       else "no earlier cell defines it")
-                problems.append(f"{src.name} cell-{i:03d} uses `{name}`, which no earlier path cell of the "
-                                f"chapter defines: {fix}")
+                fix = (f"tag cell-{at:03d} (the cell that defines it, line {lines[at]}) with \"workshop\""
+                       if at is not None else "no earlier cell defines it")
+                problems.append(f"{src.name} cell-{i:03d} (line {lines[i]}) uses `{name}`, which no earlier path "
+                                f"cell of the chapter defines: {fix}")
             known |= defined
     return problems
 
@@ -199,7 +201,7 @@ def path_cells() -> tuple[list, list[str]]:
     return out, problems
 
 
-def notebook(cells) -> "object":
+def notebook(cells):
     import nbformat
 
     nb = nbformat.v4.new_notebook()
@@ -295,7 +297,8 @@ def timing_table(seconds: dict[str, float]) -> str:
         if chapter in seconds:
             rows.append(f"| {chapter} | {', '.join(sections)} | {seconds[chapter]:.0f} s |")
         if chapter == LAB_AFTER:
-            rows.append(f"| lab | {LAB_NOTEBOOK.stem}, sections before `{LAB_UNTIL}` (solved) | {seconds['lab']:.0f} s |")
+            lab = f"{LAB_NOTEBOOK.stem}, sections before `{LAB_UNTIL}` (solved)"
+            rows.append(f"| lab | {lab} | {seconds['lab']:.0f} s |")
     rows.append(f"| all | | {seconds['total']:.0f} s ({seconds['total'] / 60:.1f} min; {seconds['wall']:.0f} s with "
                 "the kernel's start) |")
     return "\n".join(rows)
