@@ -5,8 +5,11 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# A room without internet: with a wheelhouse (`make wheelhouse`, docs/workshop.md) pip installs from it alone.
+WHEELHOUSE ?= wheelhouse
+PIP_SOURCE := $(if $(wildcard $(WHEELHOUSE)/*.whl),--no-index --find-links $(WHEELHOUSE),)
 
-.PHONY: lab instructor site test test-fast setup doctor bench rebuild-model notebooks labs-release grade feedback export-grades clean
+.PHONY: lab instructor site test test-fast setup doctor ready slides workshop wheelhouse bench rebuild-model notebooks labs-release grade feedback export-grades clean
 
 setup: $(STAMP)
 
@@ -14,7 +17,8 @@ setup: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version.split()[0]}: set PYTHON=/path/to/python3.11"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(if $(PIP_SOURCE),@echo "Installing from $(WHEELHOUSE)/ only (no network)")
+	$(PY) -m pip install -q --disable-pip-version-check $(PIP_SOURCE) -r requirements.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -40,6 +44,22 @@ test-fast: setup
 
 doctor: setup
 	$(PY) -m course_utils doctor
+
+# One line: is this laptop ready for the workshop (docs/workshop.md)?
+ready: setup
+	$(PY) -m course_utils ready
+
+# The workshop's path (docs/workshop.md): workshop/workshop.ipynb from the chapters' sources; `make slides` runs it
+# once, times each block and renders the reveal.js deck build/workshop/workshop.slides.html.
+workshop: setup
+	$(PY) scripts/build_workshop.py
+
+slides: setup
+	$(PY) scripts/build_workshop.py --slides $(if $(ASSETS),--assets $(ASSETS))
+
+# Every pinned wheel, the course's wheel and the course itself in ./wheelhouse (fits a USB stick).
+wheelhouse: setup
+	$(PY) scripts/build_wheelhouse.py --dest $(WHEELHOUSE)
 
 bench: setup
 	$(PY) bench/bench_lora.py

@@ -1,6 +1,7 @@
-"""Command line: `python -m course_utils doctor | lab | instructor | env`.
+"""Command line: `python -m course_utils doctor | ready | lab | instructor | env`.
 
     doctor       is this machine ready for the course? (one line per check)
+    ready        the same, in one line: READY, or NOT READY and the first fix (the workshop's pre-check)
     lab          JupyterLab for students: opens chapter 00 (course_utils.lab_modes says what else)
     instructor   JupyterLab with everything visible and nbgrader's Formgrader
     env          the cache variables, as `export` lines
@@ -12,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 
-COMMANDS = ("doctor", "lab", "instructor", "env")
+COMMANDS = ("doctor", "ready", "lab", "instructor", "env")
 
 
 def _lab(mode: str, extra: list[str]) -> int:
@@ -54,6 +55,10 @@ def main(argv=None) -> int:
         from .doctor import doctor
 
         return 0 if doctor() else 1
+    if cmd == "ready":
+        from .doctor import ready
+
+        return 0 if ready() else 1
     if cmd == "lab":
         return _lab("student", argv)
     if cmd == "instructor":

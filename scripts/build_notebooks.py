@@ -12,7 +12,8 @@ The two editions:
   in the test suite and compares; instructors and self-learners read it.
 
 The source: `# %% [markdown]` starts a markdown cell, `# %%` a code cell, `# %% tags=["nbval-ignore-output"]`
-adds cell tags. Solution regions, as in the labs:
+adds cell tags. Tags that start with `workshop` select and shape the 90-minute workshop's path
+(scripts/build_workshop.py) and are left out of both chapter editions. Solution regions, as in the labs:
 
     # %%                                       a code cell
     ### BEGIN SOLUTION
@@ -50,6 +51,7 @@ REFERENCE_DIR = ROOT / "solutions" / "notebooks"
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 STUDENT_ANSWER_MD = "*Your answer:*"
 REFERENCE_ANSWER_MD = "*Model answer:*"
+WORKSHOP_TAG = "workshop"
 _CELL_MARK = re.compile(r"^# %%(?P<md> \[markdown\])?(?: tags=(?P<tags>\[.*\]))?\s*$")
 _STUB = re.compile(r"^\s*\w+ = None  # your (answer|prediction)$|^\s*pass  # your answer$")
 
@@ -181,8 +183,9 @@ def edition(cells: list[Cell], student: bool, where: str = "<source>"):
             c = nbformat.v4.new_markdown_cell(_markdown(cell.source, here, student))
         else:
             c = nbformat.v4.new_code_cell(student_code(cell.source, here) if student else cell.source)
-        if cell.tags:
-            c.metadata["tags"] = list(cell.tags)
+        tags = [t for t in cell.tags if not t.startswith(WORKSHOP_TAG)]  # the workshop's, not the chapter's
+        if tags:
+            c.metadata["tags"] = tags
         c.id = f"cell-{i:03d}"  # stable: a rebuild changes only what really changed
         nb_cells.append(c)
     nb = nbformat.v4.new_notebook(cells=nb_cells)
@@ -197,8 +200,8 @@ def notebook_text(nb) -> str:
     return nbformat.writes(nb) + "\n"
 
 
-def execute(nb, cwd: Path, timeout: int = 600):
-    """Run every cell in the environment nbval uses; outputs are stored in `nb`, no timing metadata."""
+def execute(nb, cwd: Path, timeout: int = 600, keep_timing: bool = False):
+    """Run every cell in the environment nbval uses; outputs are stored in `nb`, timing metadata only if asked."""
     from nbclient import NotebookClient
 
     from course_utils.paths import notebook_env
@@ -207,13 +210,14 @@ def execute(nb, cwd: Path, timeout: int = 600):
     os.environ.clear()
     os.environ.update(notebook_env())
     try:
-        NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
+        NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=keep_timing,
                        resources={"metadata": {"path": str(cwd)}}).execute()
     finally:
         os.environ.clear()
         os.environ.update(old)
     for cell in nb.cells:
-        cell.metadata.pop("execution", None)
+        if not keep_timing:
+            cell.metadata.pop("execution", None)
         if cell.cell_type == "code":
             cell.outputs = _coalesced(cell.outputs)
     return nb

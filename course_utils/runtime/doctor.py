@@ -120,3 +120,24 @@ def doctor(raise_on_problem: bool = False) -> bool:
         return False
     print("\nAll checks passed: you are ready for the course.")
     return True
+
+
+def ready() -> bool:
+    """The doctor in one line, for an attendee before the workshop (`make ready`): READY, or the first fix."""
+    from .paths import REPO_ROOT
+
+    try:
+        rows, problems = collect()
+    except Exception as e:  # a half-installed venv must still get its one line, not a traceback
+        rows, problems = [], [f"the course's packages do not import ({type(e).__name__}: {e}): run `make setup`"]
+    for path in ("notebooks/00_setup.ipynb", "workshop/workshop.ipynb"):
+        if not (REPO_ROOT / path).exists():
+            problems.append(f"{path} is missing: `git checkout -- {path}`")
+    if problems:
+        more = f" (and {len(problems) - 1} more: `make doctor` lists them)" if len(problems) > 1 else ""
+        print(f"NOT READY: {problems[0]}{more}")
+        return False
+    info = dict(rows)
+    print(f"READY for the workshop: Python {info['python']}, torch {info['torch']}, {info['device']}, "
+          "the course model loads, every check of `make doctor` passes.")
+    return True

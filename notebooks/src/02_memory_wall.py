@@ -16,7 +16,7 @@
 # %% [markdown]
 # ## 2.0 Versions
 
-# %%
+# %% tags=["workshop"]
 import importlib.metadata as md
 import platform
 
@@ -26,7 +26,7 @@ import torch
 torch.set_num_threads(1)  # the course model's ops are tiny: one thread is as fast, and never stalls on a busy machine
 print("python", platform.python_version(), "| torch", md.version("torch"), "| transformers", md.version("transformers"))
 
-# %% [markdown]
+# %% [markdown] tags=["workshop"]
 # ## 2.1 Weights only
 # `model_memory_gb(params, bytes_per_param)` in `course_utils.memory` is the classic back-of-the-envelope
 # helper. Despite its name it divides by 1024³: its result is in GiB.
@@ -57,7 +57,7 @@ reveal("7B fp16 weights (GiB)", model_memory_gb(7e9, 2), rtol=0.15,
 # The 7B weights alone fill most of a 16 GiB card in FP16; the figure often quoted for loading a 7B model,
 # "20–30+ GB", is the FP32 one (printed above). And loading is the easy part.
 
-# %% [markdown]
+# %% [markdown] tags=["workshop"]
 # ## 2.2 What training stores, per parameter
 # One training step with Adam in mixed precision (the standard recipe, ZeRO paper arXiv 1910.02054) keeps:
 # - **weights** in bf16 (2 bytes), used by the forward and backward pass;
@@ -85,7 +85,7 @@ reveal("bytes per parameter, mixed-precision Adam", per_param["total"], rtol=0.1
        why="The optimizer's m and v (8 bytes) and the fp32 master copy (4) cost more than weights and gradients.")
 assert per_param["total"] == 16, "2 (bf16 weights) + 2 (bf16 grads) + 8 (Adam m, v) + 4 (fp32 master) bytes"
 
-# %% [markdown]
+# %% [markdown] tags=["workshop-subslide"]
 # Why are m and v 4 bytes each? torch's AdamW allocates them in the dtype of the parameter it updates. Measure it
 # on one bf16 and one fp32 parameter:
 
@@ -119,12 +119,12 @@ guess_layers_factor = 1.8  # a little under 2: the logits at the top do not grow
 ### END SOLUTION
 predict("activations, 2 -> 4 layers (factor)", guess_layers_factor)
 
-# %%
+# %% tags=["workshop"]
 from course_utils.memory import activation_estimate_bytes, saved_activation_bytes
 from course_utils.models import course_model_config, load_course_model, tiny_llama
 
 
-# %%
+# %% tags=["workshop"]
 def token_batch(batch_size, seq_len):
     ids = torch.randint(3, 1000, (batch_size, seq_len), generator=torch.Generator().manual_seed(0))
     return {"input_ids": ids, "labels": ids}
@@ -135,7 +135,7 @@ acts = {(L, b): saved_activation_bytes(tiny_llama(num_hidden_layers=L), token_ba
 for (L, b), n in acts.items():
     print(f"{L} layers, batch {b:>2} x 64 tokens: {n / 2**20:6.2f} MiB of activations")
 
-# %%
+# %% tags=["workshop"]
 cfg = course_model_config()
 tokens = 16 * 64
 per_layer_token = (acts[4, 16] - acts[2, 16]) / 2 / tokens
@@ -158,7 +158,7 @@ print(f"measured {numbers_per_hidden:.1f} numbers per hidden unit and token, vs 
 assert abs(numbers_per_hidden - 17) / 17 < 0.35, "the measured count should be of the same order as the formula's"
 
 
-# %% [markdown]
+# %% [markdown] tags=["workshop"]
 # ## 2.4 Full fine-tuning of 7B, 13B and 70B
 # Now everything together, for one sequence of 2,048 tokens (batch 1): the smallest real training step.
 # Layer counts and widths are Llama-2's.
@@ -187,7 +187,7 @@ total_gib = {name: sum(p[i] for p in parts.values()) for i, name in enumerate(ll
 print(text_table([[name] + [f"{parts[k][i]:,.1f}" for k in parts] + [f"{total_gib[name]:,.1f}"]
                   for i, name in enumerate(llama)], ["GiB", *parts, "total"], max_width=30))
 
-# %%
+# %% tags=["workshop-subslide"]
 from course_utils.plots import plot_stacked_bars
 
 plot_stacked_bars(list(llama), parts, title="Full fine-tuning, mixed-precision Adam, batch 1 x 2048 tokens",
@@ -229,7 +229,7 @@ assert 2.5 < state_7b["total"] / GB / 40 < 3.5, "about 3x the rule's upper end"
 # 25–40 GB is roughly what a 7B model needs with **LoRA** (bf16 base) plus activations, which is the point of
 # the rest of this course.
 
-# %% [markdown]
+# %% [markdown] tags=["workshop"]
 # ## 2.6 LoRA and QLoRA move the wall
 # LoRA freezes the base: gradients and Adam state exist only for the small adapters. QLoRA also stores the
 # frozen base in 4-bit NF4 (about half a byte per parameter). For Llama-2-7B with rank-16 adapters on every
@@ -249,7 +249,7 @@ guess_largest_lora_part = "frozen weights"
 ### END SOLUTION
 predict("largest part of a 7B LoRA step", guess_largest_lora_part, choices=LORA_PARTS)
 
-# %%
+# %% tags=["workshop-subslide"]
 from course_utils.memory import fits_on_gpu, lora_param_count
 
 llama7b_linears = [(4096, 4096)] * 4 * 32 + [(11008, 4096)] * 2 * 32 + [(4096, 11008)] * 32  # q,k,v,o; gate,up; down
@@ -271,7 +271,7 @@ reveal("largest part of a 7B LoRA step", max(lora_sizes, key=lora_sizes.get),
        why="Once the optimizer state is gone, the 2-byte frozen base and the activations are what is left.")
 print({k: f"{v / GIB:.1f} GiB" for k, v in lora_sizes.items()})
 
-# %%
+# %% tags=["workshop-subslide"]
 method_parts = {
     "weights": [f.breakdown["weights"] / GIB for f in fits.values()],
     "gradients + Adam + master": [(f.breakdown["gradients"] + f.breakdown["optimizer_state"]

@@ -17,7 +17,7 @@
 # %% [markdown]
 # ## 5.0 Versions
 
-# %%
+# %% tags=["workshop"]
 import importlib.metadata as md
 import platform
 
@@ -27,7 +27,7 @@ import torch
 torch.set_num_threads(1)  # the course model's ops are tiny: one thread is as fast, and never stalls on a busy machine
 print("python", platform.python_version(), "| torch", md.version("torch"))
 
-# %% [markdown]
+# %% [markdown] tags=["workshop"]
 # ## 5.1 Why BA saves parameters
 # A d × k matrix has d·k entries. B (d × r) and A (r × k) together have r·(d + k).
 #
@@ -70,7 +70,7 @@ rows = [[name, f"{dd} x {kk}", f"{dd * kk:,}", f"{r * (dd + kk):,}", f"{dd * kk 
         for name, (dd, kk) in shapes.items()]
 print(text_table(rows, ["matrix", "shape", "full", f"LoRA r={r}", "fewer"]))
 
-# %% [markdown]
+# %% [markdown] tags=["workshop"]
 # ## 5.2 Rank, made concrete: a 5 × 5 demo
 # The rank of a matrix is the number of independent directions it can write into. A random 5 × 5 matrix uses
 # all five; B (5 × 1) times A (1 × 5) can only write along one.
@@ -82,7 +82,7 @@ B1, A1 = torch.randn(5, 1), torch.randn(1, 5)
 W_low = B1 @ A1
 print("full rank:", torch.linalg.matrix_rank(W).item(), "| low rank:", torch.linalg.matrix_rank(W_low).item())
 
-# %% [markdown]
+# %% [markdown] tags=["workshop-subslide"]
 # **Predict:** the rank-1 matrix `W_low` was built from only 5 + 5 = 10 numbers. How many of its 25 entries
 # are non-zero?
 
@@ -111,7 +111,7 @@ B2, A2 = torch.randn(5, 2), torch.randn(2, 5)
 print("rank of B (5x2) @ A (2x5):", torch.linalg.matrix_rank(B2 @ A2).item())
 assert torch.linalg.matrix_rank(B2 @ A2) == 2
 
-# %% [markdown]
+# %% [markdown] tags=["workshop"]
 # ## 5.3 Is a real fine-tune's ΔW low-rank?
 # LoRA *forces* ΔW to have rank ≤ r. Is that a loss? Fine-tune the whole course model (every weight free, no
 # rank limit) on the far domain, chord notation it never saw, then look at ΔW = W_after − W_before of each
@@ -144,7 +144,7 @@ import math
 print(f"first loss {result.losses[0]:.2f} vs uniform guess ln({cfg.vocab_size}) = {math.log(cfg.vocab_size):.2f}")
 assert result.losses[0] > math.log(cfg.vocab_size) > result.final_loss
 
-# %% [markdown]
+# %% [markdown] tags=["workshop-subslide"]
 # **Predict:** the q_proj of layer 1 is square, so ΔW has as many singular values as the hidden size. What share
 # of ||ΔW||²_F do the top 8 hold? For comparison, a random matrix of the same shape (no structure at all) is
 # printed next to it.
@@ -169,7 +169,7 @@ reveal("top-8 share of the q_proj update", e8_q, atol=0.1,
 # %% [markdown]
 # The plot shows where that comes from: a few large singular values, then a long flat tail.
 
-# %%
+# %% tags=["workshop-subslide"]
 from course_utils.plots import plot_spectrum
 
 spectra = {name: singular_values(deltas[f"model.layers.1.{name}"])
@@ -178,7 +178,7 @@ spectra["random matrix"] = singular_values(noise)
 plot_spectrum(spectra, r=8, title="Spectrum of a real fine-tune's dW (layer 1)")
 plt.show()
 
-# %% [markdown]
+# %% [markdown] tags=["workshop-skip"]
 # ### Every layer, and two more data orders
 # One run could be a fluke. Two more full fine-tunes from the pretrained weights, with other orders of the chord
 # lines, and then every linear layer of the model, summarised: the share at r = 8 and the rank needed for 90 %,
@@ -248,7 +248,7 @@ from course_utils.widgets import rank_explorer
 
 rank_explorer(deltas)
 
-# %% [markdown]
+# %% [markdown] tags=["workshop"]
 # ## 5.4 LoRA on one layer
 # `course_utils.lora.LoRALinear` wraps a frozen linear layer: forward = W0 x + B(A x) · alpha / r.
 # Initialisation: the LoRA paper (Hu et al.) draws A from a Gaussian; PEFT, and `course_utils.lora` with it,
@@ -284,7 +284,7 @@ print("LoRA output == base output at step 0:", same)
 assert same and trainable == 8 * (q.in_features + q.out_features), "B = 0 makes B(Ax) exactly zero; only A, B train"
 assert not any(p.requires_grad for p in q.parameters()), "W0 is frozen: that is the point"
 
-# %% [markdown]
+# %% [markdown] tags=["workshop-subslide"]
 # Finally, close the loop with 5.3: an ideal rank-8 LoRA for the *fine-tuned* q_proj of layer 1. Put the top-8
 # SVD factors of the real ΔW into B and A (B = U·sqrt(S), A = sqrt(S)·Vᵀ) and compare the layer's output with
 # the fully fine-tuned layer's.

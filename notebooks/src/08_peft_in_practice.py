@@ -16,7 +16,7 @@
 # %% [markdown]
 # ## 8.0 Versions
 
-# %%
+# %% tags=["workshop"]
 import contextlib
 import copy
 import importlib.metadata as md
@@ -35,7 +35,7 @@ torch.set_num_threads(1)  # the course model's ops are tiny: one thread is as fa
 print("python", platform.python_version(), "| torch", md.version("torch"), "| transformers", md.version("transformers"),
       "| peft", md.version("peft"))
 
-# %% [markdown]
+# %% [markdown] tags=["workshop"]
 # ## 8.1 The config, and what it trains
 # The configuration most tutorials start from (the QLoRA paper's r and alpha, on q and v only):
 #
@@ -80,7 +80,7 @@ assert printed.getvalue().strip() == trainable_report(peft_model), "course_utils
 assert course_pct > 5, "on a 1 M-parameter model, r = 64 is not a small adapter"
 assert round(sum(p.numel() for p in base.parameters()) / 1e6, 2) == 1.07, "the course model's size, as stated above"
 
-# %% [markdown]
+# %% [markdown] tags=["workshop-subslide"]
 # Over 5%: far from "< 0.5%". The percentage depends on the model's size: an adapter on a d × d matrix has
 # r · 2d parameters against d², so its share falls like 2r / d. `course_utils.lora.trainable_report` prints the
 # same line for our own LoRA (asserted above, character for character).
@@ -127,7 +127,7 @@ assert pct_7b < 0.5 < 100 * all_7b / (n_7b + all_7b), "< 0.5% holds for q, v at 
 # measured), and it is more than 0.5%; still tiny next to full fine-tuning, but the number is a property of the
 # config and the model, not of LoRA.
 
-# %% [markdown]
+# %% [markdown] tags=["workshop"]
 # ## 8.2 Training a PEFT model, and the same run in course_utils.lora
 # A PEFT model is an ordinary `torch.nn.Module` whose only trainable parameters are the adapters, so any training
 # loop works: the course's (`course_utils.training.train`, AdamW, with a progress bar), or transformers' `Trainer`.
@@ -142,7 +142,7 @@ guess_same_losses = "identical"  # same init order, same ops, same dropout draws
 ### END SOLUTION
 predict("PEFT vs course_utils.lora losses", guess_same_losses, choices=["identical", "close", "different"])
 
-# %%
+# %% tags=["workshop-subslide"]
 from course_utils import data
 from course_utils.lora import add_lora
 from course_utils.plots import plot_loss_curves, text_table
@@ -254,7 +254,7 @@ print(f"P(right label): LoRA alone {spread(alone, '.4f')}, with lm_head {spread(
 # problem at a fraction of the cost. `course_utils.lora` keeps to LoRA layers, and says so when asked to load such
 # an adapter (8.5).
 
-# %% [markdown]
+# %% [markdown] tags=["workshop"]
 # ## 8.4 Saving, loading, merging, switching
 # `save_pretrained` writes the adapter only: a config and the tensors.
 #
@@ -289,7 +289,7 @@ reveal("adapter_model.safetensors (kB)", sizes["adapter_model.safetensors"] / 1e
 assert trained_peft.get_nb_trainable_parameters()[0] == 78_848, "the count stated in the question"
 assert 78_848 * 4 < sizes["adapter_model.safetensors"] < 78_848 * 4 * 1.1
 
-# %% [markdown]
+# %% [markdown] tags=["workshop-subslide"]
 # Loading takes a fresh base model and the folder; `merge_and_unload` folds ΔW into W0 and returns a plain
 # transformers model (no PEFT code left at inference). Several adapters can share one base:
 # `load_adapter(folder, adapter_name=...)` adds one, `set_adapter` switches.
@@ -307,7 +307,7 @@ print(f"from_pretrained: max |logit diff| {(got - want).abs().max().item()}; mer
       f"{type(merged).__name__}")
 assert torch.equal(got, want) and (got_merged - want).abs().max() < 1e-4 and not isinstance(merged, PeftModel)
 
-# %%
+# %% tags=["workshop-skip"]
 sentiment["LoRA alone"][0][0].save_pretrained(work / "reviews")
 loaded.load_adapter(work / "reviews", adapter_name="reviews")
 review = "review: the plum at the house was nice and sweet. sentiment:"
@@ -319,7 +319,7 @@ for name in ["default", "reviews"]:
           f"{switch[name][1]:.2f}")
 assert switch["default"][0] < switch["reviews"][0] and switch["reviews"][1] > switch["default"][1]
 
-# %% [markdown]
+# %% [markdown] tags=["workshop-skip"]
 # One base in memory, two behaviours, switched by name: each adapter is best at its own task (asserted above).
 
 # %% [markdown]

@@ -17,7 +17,7 @@
 # %% [markdown]
 # ## 9.0 Versions
 
-# %%
+# %% tags=["workshop"]
 import copy
 import importlib.metadata as md
 import platform
@@ -31,7 +31,7 @@ torch.set_num_threads(1)  # the course model's ops are tiny: one thread is as fa
 print("python", platform.python_version(), "| torch", md.version("torch"), "| bitsandbytes",
       md.version("bitsandbytes"), "| peft", md.version("peft"), "| transformers", md.version("transformers"))
 
-# %% [markdown]
+# %% [markdown] tags=["workshop"]
 # ## 9.1 Normalised weights look normal
 # Cut a weight matrix into blocks of 64 values and divide each block by its largest absolute value (its
 # *absmax*): every value lands in [-1, 1], with at least one value at ±1 per block. If the weights are roughly
@@ -41,7 +41,7 @@ print("python", platform.python_version(), "| torch", md.version("torch"), "| bi
 # on the crowded middle. **Predict:** with int4, what fraction of the course model's normalised weights land on
 # the 3 levels nearest to 0 (-1/7, 0 and 1/7, a fifth of the 15 levels)?
 
-# %%
+# %% tags=["workshop"]
 from course_utils.checks import exercise, predict, reveal
 
 ### BEGIN SOLUTION
@@ -49,7 +49,7 @@ guess_int4_middle = 0.45  # a bell curve: far more than a fifth of the values si
 ### END SOLUTION
 predict("fraction of values on int4's 3 middle levels", guess_int4_middle)
 
-# %%
+# %% tags=["workshop"]
 from course_utils.models import load_course_model
 from course_utils.nf4 import NF4Linear, nf4_layers
 
@@ -95,7 +95,7 @@ ax.set(title="Normalised weights look normal: where should 16 levels go?", xlabe
 ax.legend(fontsize=8, loc="upper right")
 plt.show()
 
-# %% [markdown]
+# %% [markdown] tags=["workshop"]
 # ## 9.2 NF4: 16 levels from normal quantiles
 # NF4 puts its levels at quantiles of N(0, 1), so that each level is used about equally often by normal data:
 # the most information 4 bits can carry. Two details:
@@ -126,7 +126,7 @@ plot_lines(list(range(16)), {"NF4 level": nf4.tolist(),
            title="The 16 levels, sorted", xlabel="code (sorted)", ylabel="level")
 plt.show()
 
-# %% [markdown]
+# %% [markdown] tags=["workshop-subslide"]
 # **Predict:** quantize the course model's linear weights in blocks of 64 with int4 (absmax, 15 uniform levels),
 # FP4 (a 4-bit float, E2M1) and NF4. Which has the smallest mean absolute error?
 
@@ -152,7 +152,7 @@ print(text_table([[k, f"{v:.5f}", f"{v / errors['NF4']:.2f}x"] for k, v in error
                  ["format (blocks of 64)", "mean |w - w_hat|", "vs NF4"]))
 print(f"information per code (entropy): int4 {usage['int4']:.2f} bits, NF4 {usage['NF4']:.2f} bits, of 4")
 
-# %% [markdown]
+# %% [markdown] tags=["workshop-subslide"]
 # Weight error is not what a user sees. The QLoRA paper ranks the formats by the quantized model's perplexity;
 # here, the course model's loss on held-out pretraining text (new lines from the generator of its pretraining
 # corpus, as in chapter 01), with every linear layer rounded to each format:
@@ -198,7 +198,7 @@ assert all(abs(v) < 0.01 for v in loss_shift.values()), "every 4-bit format, in 
 # quality when done carefully" holds here for all three; the differences between formats that the paper
 # measured on 7B-65B models are too small to show on a 1M-parameter one.
 
-# %% [markdown]
+# %% [markdown] tags=["workshop"]
 # ## 9.3 Block size: error against the bits the constants cost
 # Each block stores one float32 absmax: 32 bits per block, so 32/64 = 0.5 extra bits per weight at blocksize 64.
 # Larger blocks cost fewer bits but one outlier then stretches the scale of more values.
@@ -216,7 +216,7 @@ print(text_table([[b, f"{e:.5f}", f"{bits_per_parameter(b, double_quant=False):.
 errs = list(by_block.values())
 assert all(a < b for a, b in zip(errs, errs[1:])), "larger blocks, larger error, at every step"
 
-# %% [markdown]
+# %% [markdown] tags=["workshop"]
 # ## 9.4 Packing and double quantization: 4.5 -> 4.127 bits, measured
 # Two 4-bit codes share a byte (the first in the high nibble). With one float32 absmax per 64 weights that is
 # 4 + 32/64 = 4.5 bits per weight. **Double quantization** stores the absmax values themselves in 8 bits (as
@@ -304,7 +304,7 @@ print("outputs equal: ours == bitsandbytes", torch.equal(y_ours, y_bnb), "| back
 assert torch.equal(y_ours, y_bnb) and torch.equal(y_back, y_ours)
 assert torch.equal(back.weight_codes, layer.weight_codes) and torch.equal(back.weight_absmax, layer.weight_absmax)
 
-# %% [markdown]
+# %% [markdown] tags=["workshop"]
 # ## 9.6 QLoRA on the course model, two ways
 # **The way users do it:** transformers loads the model with a `BitsAndBytesConfig` (NF4, double quantization,
 # a compute dtype: float32 on CPU, bfloat16 on a GPU), PEFT's `prepare_model_for_kbit_training` freezes it (and
@@ -375,7 +375,7 @@ for seed in progress_bar(SEEDS, desc="3 runs x 3 seeds"):
         models.setdefault(name, m)
 loss_base = eval_loss(base, near_test)
 
-# %%
+# %% tags=["workshop-subslide"]
 from course_utils.plots import plot_loss_curves
 
 plot_loss_curves(curves, title="Near domain: LoRA vs QLoRA (seed 0)")
@@ -416,7 +416,7 @@ assert all(abs(q - f) < 0.1 * g for q, f, g in zip(qlora_ours, lora_fp, gain)), 
 # **Memory.** What the trained models hold, measured from their tensors (`measure_training_bytes` counts
 # parameters, buffers and bitsandbytes' quantization state, gradients and optimizer state):
 
-# %%
+# %% tags=["workshop-subslide"]
 memory = {}
 for name, m in models.items():
     opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=LR)
