@@ -60,6 +60,8 @@ SECTIONS = {
     "05": ["5.1", "5.2", "5.3", "5.4"],
     "08": ["8.1", "8.2", "8.4"],
     "09": ["9.1", "9.2", "9.3", "9.4", "9.6"],
+    "10": ["10.2"],
+    "12": ["12.1", "12.3"],
 }
 LAB_NOTEBOOK = ROOT / "solutions" / "lab02_lora_from_scratch" / "lab02_lora_from_scratch.ipynb"
 LAB_UNTIL = "## 4."  # the lab segment is every cell before this heading

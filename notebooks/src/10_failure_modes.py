@@ -20,7 +20,7 @@
 # %% [markdown]
 # ## 10.0 Versions
 
-# %%
+# %% tags=["workshop"]
 import importlib.metadata as md
 import platform
 import warnings
@@ -32,7 +32,7 @@ torch.set_num_threads(1)  # the course model's ops are tiny: one thread is as fa
 print("python", platform.python_version(), "| torch", md.version("torch"), "| peft", md.version("peft"),
       "| bitsandbytes", md.version("bitsandbytes"))
 
-# %%
+# %% tags=["workshop"]
 from course_utils import experiments
 from course_utils.checks import exercise, predict, reveal
 from course_utils.experiments.seeds import mean_and_spread
@@ -213,7 +213,7 @@ plt.show()
 # Six mistakes in setting LoRA up. None of them stops a training run; each shows only in a number. Each trap runs
 # once here, on seed 0 (the course's tests check every one on seeds 0, 1 and 2).
 
-# %%
+# %% tags=["workshop"]
 traps = {}  # name -> its Outcome on seed 0; the exercises and the checklist read them again
 
 
@@ -291,7 +291,8 @@ assert abs(out.broken - r8) < 0.3 and out.holds
 # **Signal:** raising the rank changes nothing: r = 64 ends where r = 8 did, and its curve falls far more slowly
 # than the same rank with alpha rescaled; in the config, alpha / r has shrunk. **Fix:** scale alpha with r
 # (alpha = 2r), or use rsLoRA (alpha / sqrt(r)); only then compare ranks.
-#
+
+# %% [markdown] tags=["workshop"]
 # ### target_modules that match (almost) nothing
 # A training script written for Phi-2 names its layers `q_proj, k_proj, v_proj, dense, fc1, fc2`. Copied to a Llama
 # (whose layers are `q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj`), PEFT adapts whatever
@@ -358,7 +359,8 @@ assert all(v == {"lora_A": False, "lora_B": True} for v in grads.values())
 # **Fix:** print the model's linear layer names before training and target names from that list, or use
 # `"all-linear"`. (`course_utils`' `add_lora` refuses a name that matches nothing and lists the names it could have
 # used, printed above; PEFT raises only when *no* name matches.)
-#
+
+# %% [markdown]
 # ### The base is not frozen
 # `get_peft_model` and `add_lora` freeze the base model. A later `model.requires_grad_(True)` (or a training script
 # that unfreezes "everything" for some other reason) turns it into full fine-tuning with adapters attached.

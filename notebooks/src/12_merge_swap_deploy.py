@@ -21,7 +21,7 @@
 # %% [markdown]
 # ## 12.0 Versions
 
-# %%
+# %% tags=["workshop"]
 import copy
 import importlib.metadata as md
 import logging
@@ -47,7 +47,7 @@ torch.set_num_threads(1)  # the course model's ops are tiny: one thread is as fa
 print("python", platform.python_version(), "| torch", md.version("torch"), "| transformers", md.version("transformers"),
       "| peft", md.version("peft"))
 
-# %% [markdown]
+# %% [markdown] tags=["workshop"]
 # ## 12.1 Three adapters for one base
 # Three behaviours the course model does not have, each a LoRA adapter (PEFT, r = 8, alpha 16, all linear layers,
 # 15 steps of 8 examples with the course's training loop):
@@ -186,7 +186,7 @@ assert 2 < zoo_ratio < 3, "three copies cost nearly 3x; the adapters add only a 
 # The ratio approaches N, the number of behaviours, as adapters get smaller relative to the base: on a 7B model,
 # 20 behaviours as merged copies are 20 models; as a zoo they are one model and 20 small files (exercise 12.1).
 
-# %% [markdown]
+# %% [markdown] tags=["workshop"]
 # ## 12.3 Merged adapters cost nothing at inference
 # An unmerged adapter adds work to every adapted layer: besides W0 x, the forward pass computes A x, then B (A x),
 # scales and adds it: four more operations per layer, 28 layers here. `merge_and_unload` folds ΔW into W0 and

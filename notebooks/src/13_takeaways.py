@@ -90,12 +90,12 @@ reveal("share of the 8 contradicting answers learned", sig["fixed_accuracy"], at
            "ones its pretraining contradicts.")
 assert all(s > 0.6 for s in share8) and min(share8) > 3 * noise8, "the unconstrained update is mostly low-rank"
 assert resist.holds and resist.fixed < sig["base_loss"] / 5, "the adapters learn the contradicting answers"
-assert sig["fixed_accuracy"] > 0.5 > sig["broken_accuracy"], "most answers change with r = 16 on every layer"
+assert sig["fixed_accuracy"] >= 0.5 > sig["broken_accuracy"], "half or more answers change with r = 16 on every layer"
 
 # %% [markdown]
 # The first half holds: nothing forced the full fine-tune to be low-rank, yet 8 directions hold most of every
 # update (the shares printed above, far above a random matrix's). The second half is overstated at this scale: an
-# adapter learned answers that contradict its pretraining and gave most of them after 20 steps, so LoRA *can* store
+# adapter learned answers that contradict its pretraining and gave at least half of them after 20 steps, so LoRA *can* store
 # facts it is trained on. What the measurements support is narrower: the change a fine-tune makes lives in a few
 # directions. Whether adapters are the right tool for adding many facts, against retrieval or continued
 # pretraining, is a question of cost and of questions it never saw: the decision guide in the checklist (13.7).
