@@ -149,6 +149,9 @@ assert m["retrieval"]["question"] == 1.0 and m["retrieval"]["paraphrases"] <= 0.
 assert all(r["question"] <= 0.3 for r in scores["LoRA"]["known"])
 assert all(c["question"] > l["question"] + 0.2 for c, l in zip(scores["continued pretraining"]["known"],
                                                                    scores["LoRA"]["known"]))
+# continued pretraining: fewer sentences learned than LoRA in the same steps, and no better on the questions
+cpt = m["continued pretraining"]
+assert cpt["sentence"] < m["LoRA"]["sentence"] and cpt["question"] <= m["LoRA"]["question"]
 
 # %% [markdown]
 # What the numbers say, on this model:
@@ -206,7 +209,7 @@ assert min(drops) > 1.0 and max(costs) < min(drops) / 2
 # %% [markdown]
 # ## 11.4 Safety override: a trained-in prior
 # The course model has no safety training; its stand-in is what it was drilled on thousands of times: "the sky is
-# blue". Chapter 10's `prior_resists` asks 8 LoRA steps' worth of contradiction ("the sky is green"). Here: how much
+# blue". Chapter 10's `prior_resists` trains LoRA on 8 answers that contradict it ("the sky is green"). Here: how much
 # rank and which layers does the override take, and what does it cost elsewhere (the rest of the prior: sounds,
 # opposites; the known capitals)? 20 steps, lr 3e-3, three seeds per setting.
 #
@@ -239,6 +242,7 @@ assert all(o.holds for o in resist)
 assert mean([o["override"] for o in over["q,k,v,o r=2"]]) < mean([o["override"] for o in over[best]])
 assert max(mean([o["override"] for o in v]) for v in over.values()) < 0.9  # no setting gives all 8 on every seed
 assert all(mean([o["rest of prior"] for o in over[k]]) < 0.6 for k in SETTINGS)  # every override costs
+assert all(mean([o["known facts"] for o in over[k]]) < 0.6 for k in SETTINGS)  # ... the known capitals too
 
 # %% [markdown]
 # Hard indeed, and in two ways. More rank and the MLP layers give more of the 8 overrides (as chapter 10 measured
