@@ -8,6 +8,7 @@ of its prior), at what cost to what it knew, in how much time and how many bytes
     lora_on_facts(seed)               LoRA trained on the fact sentences                       -> (model, seconds)
     continued_pretraining(seed)       every weight trained on the fact sentences + replayed pretraining lines
     override(seed, targets, r)        LoRA on the 8 answers that contradict the prior          -> (model, seconds)
+    timed_fit(model, items, ...)      core.fit, timed                                          -> (model, seconds)
     prior_scores(model)               exact accuracy on the override answers, on the rest of the prior, on known facts
 
 "Memorising a sentence is not knowing a fact": a fine-tune is scored on the sentence it saw *and* on questions it
@@ -65,7 +66,7 @@ def with_retrieval(prompt: str, facts) -> str:
     return f"context: {found} {prompt}" if found else prompt
 
 
-def _timed_fit(model, items, steps, lr, seed, batch_size=8):
+def timed_fit(model, items, steps, lr, seed, batch_size=8):
     t0 = time.perf_counter()
     core.fit(model, items, steps, lr, seed, batch_size=batch_size)
     return model, time.perf_counter() - t0
@@ -78,20 +79,20 @@ def fact_sentences(facts) -> list[str]:
 def lora_on_facts(seed: int, steps: int = 60, lr: float = 5e-3, r: int = 16):
     """LoRA (r=16, every linear layer) trained on the 20 new fact sentences only."""
     m = core.lora(core.fresh_model(), "all-linear", r=r, seed=seed)
-    return _timed_fit(m, fact_sentences(world.new_facts()), steps, lr, seed)
+    return timed_fit(m, fact_sentences(world.new_facts()), steps, lr, seed)
 
 
 def continued_pretraining(seed: int, steps: int = 60, lr: float = 1e-3, replay: int = 80):
     """Every weight trained on the new fact sentences (each 4 times) mixed with `replay` pretraining lines."""
     m = core.fresh_model().requires_grad_(True)
     mix = 4 * fact_sentences(world.new_facts()) + core.texts("pretrain")[:replay]
-    return _timed_fit(m, mix, steps, lr, seed)
+    return timed_fit(m, mix, steps, lr, seed)
 
 
 def override(seed: int, targets="all-linear", r: int = 16, steps: int = 20, lr: float = 3e-3):
     """LoRA on the 8 answers that contradict the prior (prior_resists' recipe, any targets and rank)."""
     m = core.lora(core.fresh_model(), targets, r=r, seed=seed)
-    return _timed_fit(m, core.pairs("override"), steps, lr, seed)
+    return timed_fit(m, core.pairs("override"), steps, lr, seed)
 
 
 def prior_scores(model) -> dict[str, float]:

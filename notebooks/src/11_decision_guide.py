@@ -189,7 +189,7 @@ predict("letters: held-out loss drop after 15 LoRA steps (nats)", guess_style_dr
 style = {"near": [], "pretrain": [], "seconds": []}
 for seed in progress_bar(SEEDS, desc="style LoRA, 3 seeds"):
     model = core.lora(core.fresh_model(), "all-linear", r=8, seed=seed)
-    style["seconds"].append(guide._timed_fit(model, core.texts("near_train"), 15, 5e-3, seed)[1])
+    style["seconds"].append(guide.timed_fit(model, core.texts("near_train"), 15, 5e-3, seed)[1])
     style["near"].append(core.loss(model, "near"))
     style["pretrain"].append(core.loss(model, "pretrain"))
 style_bytes = adapter_size_bytes(model)
