@@ -1,6 +1,6 @@
 """Build the embedded course model and its data, deterministically and offline.
 
-    python scripts/build_course_model.py            # the committed model, bit for bit (~10 min, 1 thread)
+    python scripts/build_course_model.py            # the committed model, bit for bit (7-10 min, 1 thread)
     python scripts/build_course_model.py --quick --out /tmp/x   # reduced rebuild, used by the tests
 
 The model reads its context: its tokenizer never merges across the syllables of an invented name
@@ -9,7 +9,7 @@ tokens, the same in the prompt and in the answer; the corpus's "context:" drills
 fact from its prompt (world.context_question). A plain BPE cuts each unseen name unpredictably, and a model
 trained on it did not learn to copy (measure with course_utils.reading.reading_accuracy).
 
-Measured: 1,500 steps took 599 s with 1 thread on the shared 2-core machine (load 5-12). One thread is the
+Measured: 1,500 steps took 432-599 s with 1 thread on the shared 2-core machine (load 5-12). One thread is the
 default because it reproduces the committed weights bit for bit (thread count changes the order of float sums)
 and, on a busy 2-core machine, is also the fastest (no spinning thread barriers).
 
