@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from course_utils import data, training
+from course_utils import data, training, world
 from course_utils.manifest import verify_manifest
 from course_utils.models import LINEAR_NAMES, load_course_model
 from course_utils.paths import ASSETS_DIR, MODEL_DIR
@@ -62,6 +62,17 @@ def test_knows_known_facts_not_new_ones(course_model):
     assert acc(data.load("facts_new")) <= 0.1
 
 
+def test_reads_new_facts_from_its_context(course_model):
+    from course_utils.reading import reading_accuracy
+
+    r = reading_accuracy(*course_model)
+    print(f"{r['n_facts']} held-out new facts: {r['in_context']:.0%} exact in context, "
+          f"{r['without_context']:.0%} without context")
+    assert r["n_facts"] >= 20
+    assert r["in_context"] >= 0.8, f"the model should copy a new fact from its context, got {r}"
+    assert r["without_context"] <= 0.1, f"without the context it can only guess (chance 1/{r['n_facts']}), got {r}"
+
+
 @pytest.mark.slow
 def test_build_script_still_works(tmp_path):
     import subprocess
@@ -77,3 +88,5 @@ def test_build_script_still_works(tmp_path):
     assert model.config.num_hidden_layers == 4
     log = json.loads((tmp_path / "course_model" / "pretrain_log.json").read_text())
     assert log["losses"][-1] < log["losses"][0]
+    city = world.new_facts()[0][1]
+    assert len(tok(" " + city, add_special_tokens=False).input_ids) == 2, "the saved tokenizer keeps the syllable split"

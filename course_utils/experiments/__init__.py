@@ -25,7 +25,7 @@ model does not show the symptom the common failure table claims, `symptom` says 
 
 What each experiment compares (broken -> fixed) and the signals it records, for chapter 10 and lab05:
 
-    domain_shift          LoRA r=1 -> r=32 on chords, 12 steps; signals: continued pretraining (every weight), curves
+    domain_shift          LoRA r=1 -> r=32 on chords, 10 steps; signals: continued pretraining (every weight), curves
     prior_resists         r=2 on q,k,v,o -> r=16 on all linear, 20 steps on the 8 overrides; signals: accuracies
     tiny_dataset          4 facts -> 16 facts, 20 steps (the gap); signals: dropout 0.3, weight decay 0.5, 10 steps
     attention_only        q,k,v,o -> all linear at r=8, 15 steps on letters; signals: curves, trainable counts

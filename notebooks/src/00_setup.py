@@ -36,7 +36,7 @@
 #
 # | # | Chapter | You will measure |
 # |---|---|---|
-# | 00 | Setup and map | the doctor passes; the course model talks |
+# | 00 | Setup and map | the doctor passes; the course model talks and reads its context |
 # | 01 | The fine-tuning pipeline | the same prompts before and after a short fine-tune; what it forgot |
 # | 02 | The memory wall | bytes per parameter for full FT, LoRA, QLoRA: predicted, then measured |
 # | 03 | Precision and quantization | fp32/fp16/bf16 error; absmax vs blockwise int8 and int4 |
@@ -193,7 +193,30 @@ for prompt in ["q: what color is the sky? a:", "q: what is the opposite of hot? 
 assert generate(model, tokenizer, "q: what color is the sky? a:", 3).split()[0].strip(".") == "blue"
 
 # %% [markdown]
-# ## 0.8 Exercises
+# ## 0.8 It reads its context
+# Twenty facts of its world ("the capital of X is Y") were kept out of pretraining. Asked plainly, the model can
+# only guess. Given the fact in a `context:` line, the way retrieval hands a model a document, it can copy the
+# answer from its prompt: its tokenizer cuts every invented name into syllables it knows, so a city it never saw
+# is still two familiar tokens. Exact answers, greedy decoding:
+
+# %%
+from course_utils import world
+from course_utils.reading import reading_accuracy
+
+country, city = world.new_facts()[0]
+for prompt in [world.fact_question(country), world.context_question(country, city)]:
+    print(f"{prompt!r:75} -> {generate(model, tokenizer, prompt, max_new_tokens=3)!r}")
+reading = reading_accuracy(model, tokenizer)
+print(f"{reading['n_facts']} new facts: {reading['in_context']:.0%} exact with the fact in context, "
+      f"{reading['without_context']:.0%} without it (chance: 1 in {reading['n_facts']})")
+
+# %%
+assert reading["n_facts"] >= 20
+assert reading["in_context"] >= 0.8, "the course model reads a new fact from its context"
+assert reading["without_context"] <= 0.1, "without the context it can only guess"
+
+# %% [markdown]
+# ## 0.9 Exercises
 # Replace each `None` and run the cell; the line below it checks your answer.
 #
 # **Exercise 0.1.** How many bytes do the course model's weights take in float32 (4 bytes per parameter)?

@@ -64,7 +64,7 @@ assert len(experiments.names()) == 13
 # Each row, on the course model (a 1 M-parameter model has no safety alignment to contradict; the stand-in is an
 # answer it was pretrained on again and again, "the sky is blue"):
 # - `domain_shift`: chord notation (`F#: F#3 A#3 C#4 | ...`), which the model never saw; LoRA at r = 1 vs r = 32
-#   on every linear layer, 12 steps; also continued pretraining (every weight trains on the chords);
+#   on every linear layer, 10 steps; also continued pretraining (every weight trains on the chords);
 # - `prior_resists`: 8 answers that contradict the pretraining ("q: what color is the sky? a: green"); r = 2 on
 #   q, k, v, o vs r = 16 on every linear layer, 20 steps;
 # - `tiny_dataset`: 4 facts about invented countries vs 16, 20 steps; the metric is the gap between the held-out
@@ -73,13 +73,13 @@ assert len(experiments.names()) == 13
 #
 # Each runs on three seeds (the adapter's random A and the order of the data).
 #
-# **Predict (a):** after 12 steps on chords, which ends with the lowest held-out loss on chords?
+# **Predict (a):** after 10 steps on chords, which ends with the lowest held-out loss on chords?
 
 # %%
 ### BEGIN SOLUTION
 guess_chords_best = "continued pretraining"  # a new notation needs new directions everywhere, embeddings included
 ### END SOLUTION
-predict("chords after 12 steps: lowest held-out loss", guess_chords_best,
+predict("chords after 10 steps: lowest held-out loss", guess_chords_best,
         choices=["LoRA r=1", "LoRA r=32", "continued pretraining"])
 
 # %% [markdown]
@@ -162,7 +162,7 @@ broken_r1, fixed_r32 = across["domain_shift"].broken, across["domain_shift"].fix
 assert all(c < f < b for c, f, b in zip(continued, fixed_r32, broken_r1)), \
     "chords: continued pretraining < r=32 < r=1, on every seed"
 assert max(continued) < min(fixed_r32) - 1, "continued pretraining beats both ranks by more than 1 nat"
-reveal("chords after 12 steps: lowest held-out loss", "continued pretraining",
+reveal("chords after 10 steps: lowest held-out loss", "continued pretraining",
        why="LoRA moves each linear layer within a few directions only; continued pretraining trains every weight, "
            "the token embeddings and the output head included, and a notation never seen needs that freedom.")
 best_tiny = min(tiny_gaps, key=lambda k: mean(tiny_gaps[k]))
