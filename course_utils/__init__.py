@@ -12,12 +12,15 @@ Where things are (module -> the chapters and labs that use it):
       sweeps         07, 08      one fine-tune as a function of its knobs (rank, alpha, lr, dropout), over seeds
       nf4/           03, 09, lab03, 04  NF4 and double quantization, bit-exact with bitsandbytes; 4-bit layers
       experiments/   10, lab05      guided failure experiments: each failure reproduced, measured and fixed
+      guide          11          the decision guide measured: new facts by LoRA / retrieval / continued pretraining,
+                                 asked three ways; overriding the prior and what it costs
       deploy         12          inference timing side by side (interleaved, median ratios); a zoo's memory
     The course model and how it trains
       models, tokenizer   the embedded 4-layer Llama (00+); COURSE_MODEL swaps in a real one
       world, data         the generated "tiny world" corpus and the committed datasets
       domain              your own data (14): the JSONL format, its checks, a split, evaluation against the base
       training            the one training loop, batching, evaluation, greedy generation
+      answers             exact answers by batched greedy decoding (knowledge tests over many prompts)
       surgery             which layers are linear, replacing a layer, eval mode, counting parameters
     Around the notebooks
       plots, widgets      figures and interactive explorers

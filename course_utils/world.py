@@ -79,6 +79,17 @@ def context_question(country: str, city: str) -> str:
     return f"context: {fact_sentence(country, city)} {fact_question(country)}"
 
 
+# Other ways to ask for a capital. The base model answers every known fact in each of these forms (chapter 11
+# measures it), so a fine-tune that answers the new facts only in the trained form memorised a sentence.
+FACT_PARAPHRASES = ("q: which city is the capital of {country}? a:", "q: what is the capital city of {country}? a:",
+                    "q: what city is the capital of {country}? a:")
+
+
+def fact_paraphrases(country: str) -> list[str]:
+    """Deterministic rewordings of `fact_question(country)`, each answered by the capital's name."""
+    return [t.format(country=country) for t in FACT_PARAPHRASES]
+
+
 def story_sentence(rng: random.Random) -> str:
     n, n2 = rng.sample(NAMES, 2)
     a, c, f, p = rng.choice(ANIMALS), rng.choice(COLORS), rng.choice(FOODS), rng.choice(PLACES)
