@@ -98,7 +98,7 @@ assert sig["fixed_accuracy"] >= 0.5 > sig["broken_accuracy"], "half or more answ
 # adapter learned answers that contradict its pretraining and gave at least half of them after 20 steps, so LoRA *can* store
 # facts it is trained on. What the measurements support is narrower: the change a fine-tune makes lives in a few
 # directions. Whether adapters are the right tool for adding many facts, against retrieval or continued
-# pretraining, is a question of cost and of questions it never saw: the checklist (13.7) points to where each was measured.
+# pretraining, is a question of cost and of questions it never saw: chapter 11 measures all three (the checklist, 13.7).
 
 # %% [markdown]
 # ## 13.2 "Intrinsic dimension explains why a low rank works"
@@ -337,7 +337,7 @@ print(text_table(rows, ["claim", "measured here", "verdict"], max_width=62))
 # | **explain why LoRA works**: a fine-tune's change is low-rank, and pretraining makes a task's intrinsic dimension small | ☐ | [04 · 4.4–4.5](04_intrinsic_dimension.ipynb), [05 · 5.3](05_lora_idea.ipynb), 13.1–13.2 above |
 # | **implement it correctly**: B = 0 and a random A, alpha / r, the right target modules, merge and unmerge | ☐ | [05 · 5.4](05_lora_idea.ipynb), [06 · 6.1–6.5](06_init_and_placement.ipynb), [08 · 8.1–8.5](08_peft_in_practice.ipynb); [lab02](../labs/lab02_lora_from_scratch/lab02_lora_from_scratch.ipynb) |
 # | **diagnose failures** from the numbers a run shows | ☐ | [10 · 10.1–10.5](10_failure_modes.ipynb); [lab05](../labs/lab05_failure_diagnosis/lab05_failure_diagnosis.ipynb) |
-# | **choose between LoRA, QLoRA, retrieval (RAG), continued pretraining and prompting** | ☐ | [02 · 2.6](02_memory_wall.ipynb) and [09 · 9.6](09_qlora.ipynb) (LoRA or QLoRA); [10 · 10.1](10_failure_modes.ipynb) (a domain shift: when to pretrain first) |
+# | **choose between LoRA, QLoRA, retrieval (RAG), continued pretraining and prompting** | ☐ | [11 · 11.2–11.7](11_decision_guide.ipynb); [02 · 2.6](02_memory_wall.ipynb) and [09 · 9.6](09_qlora.ipynb) (LoRA or QLoRA); [10 · 10.1](10_failure_modes.ipynb) (a domain shift: when to pretrain first) |
 # | **fine-tune large models without infinite GPUs**: size the memory, quantize the base, train within a budget | ☐ | [02 · 2.4–2.8](02_memory_wall.ipynb), [09 · 9.4–9.6](09_qlora.ipynb); [lab01](../labs/lab01_memory_wall/lab01_memory_wall.ipynb), [lab03](../labs/lab03_nf4/lab03_nf4.ipynb), [lab04](../labs/lab04_qlora/lab04_qlora.ipynb) |
 # | **deploy**: merge an adapter, swap adapters on one base, export a model that needs only transformers | ☐ | [08 · 8.4](08_peft_in_practice.ipynb), [12 · 12.1–12.6](12_merge_swap_deploy.ipynb) |
 # | **adapt a model to your own domain** from a JSONL file, with checks, baselines and seeds | ☐ | [14 · 14.1–14.7](14_your_own_domain.ipynb) |
