@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 08 · PEFT in practice: LoraConfig, training, saving, and adapters that move both ways
 #
-# Runtime: about 35 s on a 2-core laptop, no GPU.
+# Runtime: about 40 s on a 2-core laptop, no GPU.
 #
 # Chapters 05-07 built LoRA from scratch (`course_utils.lora`). Most people fine-tune with Hugging Face **PEFT**, so
 # this chapter does the same things with it, and checks at each step that the two agree:
@@ -187,7 +187,7 @@ assert identical, "every loss of every step, and the held-out loss, bit for bit,
 # rows by bending the hidden states. PEFT's `modules_to_save=["lm_head"]` trains a full copy of the output layer next
 # to the adapters (and saves it with them).
 #
-# **Predict:** after 15 steps, what mean probability does LoRA alone put on the right answer's first token?
+# **Predict:** after 30 steps, what mean probability does LoRA alone put on the right answer's first token?
 
 # %%
 ### BEGIN SOLUTION
@@ -226,7 +226,7 @@ for name, extra in progress_bar(HEADS.items(), desc="2 configs x 3 seeds"):
     def one(seed, extra=extra):
         torch.manual_seed(seed)
         m = get_peft_model(copy.deepcopy(base), LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", **extra))
-        train(m, reviews(seed), 15, lr=5e-3, seed=seed, progress=False)
+        train(m, reviews(seed), 30, lr=5e-3, seed=seed, progress=False)
         return m, label_probability(m), choice_accuracy(m, tok, prompts, labels)
     sentiment[name] = over_seeds(one, SEEDS)
 print(text_table([[name, f"{runs[0][0].get_nb_trainable_parameters()[0]:,}", spread([r[1] for r in runs.values()]),
@@ -241,11 +241,13 @@ assert all(seen[i] == 0 for i in first_ids.values()), "the labels' first tokens 
 assert max(alone) < 0.05 and min(saved) > 0.5, "LoRA alone stays unsure; with lm_head trained it is sure, every seed"
 accuracy = {name: [r[2] for r in runs.values()] for name, runs in sentiment.items()}
 assert min(accuracy["LoRA + modules_to_save=['lm_head']"]) >= max(accuracy["LoRA alone"]) - 1e-9
+assert min(accuracy["LoRA alone"]) < 0.6 and max(accuracy["LoRA alone"]) > 0.9, "LoRA alone: from chance to right"
 print(f"P(right label): LoRA alone {spread(alone, '.4f')}, with lm_head {spread(saved)}")
 
 # %% [markdown]
 # Two numbers, two stories. **Accuracy** only asks which of the two labels' first tokens scores higher, and LoRA
-# alone often gets that right (the accuracy column). The **probability** asks how sure the model is, and LoRA alone
+# alone gets that anywhere from a coin flip to every review, from seed to seed (the accuracy column; with
+# `lm_head` trained, every review on every seed). The **probability** asks how sure the model is, and LoRA alone
 # puts only the sliver printed above on the right label: nearly all of the probability still goes to tokens it knows.
 # Generate from that model and it will not write "positive". Training the output layer fixes the cause instead of
 # working around it: the two label rows move toward the
@@ -308,7 +310,7 @@ print(f"from_pretrained: max |logit diff| {(got - want).abs().max().item()}; mer
 assert torch.equal(got, want) and (got_merged - want).abs().max() < 1e-4 and not isinstance(merged, PeftModel)
 
 # %% tags=["workshop-skip"]
-sentiment["LoRA alone"][0][0].save_pretrained(work / "reviews")
+sentiment["LoRA + modules_to_save=['lm_head']"][0][0].save_pretrained(work / "reviews")  # 8.3's, seed 0
 loaded.load_adapter(work / "reviews", adapter_name="reviews")
 review = "review: the plum at the house was nice and sweet. sentiment:"
 switch = {}
@@ -320,7 +322,9 @@ for name in ["default", "reviews"]:
 assert switch["default"][0] < switch["reviews"][0] and switch["reviews"][1] > switch["default"][1]
 
 # %% [markdown] tags=["workshop-skip"]
-# One base in memory, two behaviours, switched by name: each adapter is best at its own task (asserted above).
+# One base in memory, two behaviours, switched by name: each adapter is best at its own task (asserted above). The
+# reviews adapter is 8.3's with `lm_head` trained (seed 0): PEFT swaps its copy of the output layer in and out with
+# the adapter.
 
 # %% [markdown]
 # ## 8.5 Adapters move both ways

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 09 · QLoRA: a 4-bit base, LoRA on top, on a laptop CPU
 #
-# Runtime: about 30 s on a 2-core laptop, no GPU.
+# Runtime: about 40 s on a 2-core laptop, no GPU.
 #
 # QLoRA (Dettmers et al. 2023) freezes the base model in **4 bits** and trains LoRA adapters, kept in higher
 # precision, on top of it. Three ideas make the 4 bits work:
@@ -311,7 +311,7 @@ assert torch.equal(back.weight_codes, layer.weight_codes) and torch.equal(back.w
 # casts norms to float32), and `get_peft_model` adds LoRA on all linear layers. **The course way:**
 # `quantize_model` (NF4Linear) and `course_utils.lora.add_lora`. Both train only the adapters, in float32.
 #
-# The task is the near domain from chapter 06 (letters in a new template), 12 steps of 8 examples. The reference run is the
+# The task is the near domain from chapter 06 (letters in a new template), 30 steps of 8 examples. The reference run is the
 # same LoRA on the float32 base. **Predict:** how much higher is the held-out loss after QLoRA than after LoRA
 # on the float32 base (relative, e.g. 0.05 for 5%)?
 
@@ -330,7 +330,7 @@ from course_utils.lora import add_lora, count_parameters
 from course_utils.memory import measure_training_bytes
 from course_utils.training import batches_from_examples, encode_texts, eval_loss, progress_bar, train
 
-SEEDS, STEPS, BATCH, LR = [0, 1, 2], 12, 8, 5e-3
+SEEDS, STEPS, BATCH, LR = [0, 1, 2], 30, 8, 5e-3
 near, near_test = data.texts("near_train"), encode_texts(tok, data.texts("near_test", 50))
 letters = lambda seed: batches_from_examples(lambda rows: encode_texts(tok, rows), near, BATCH, seed=seed)  # noqa: E731
 bnb_config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
@@ -374,6 +374,7 @@ for seed in progress_bar(SEEDS, desc="3 runs x 3 seeds"):
         step_ms.setdefault(name, []).append(ms)
         models.setdefault(name, m)
 loss_base = eval_loss(base, near_test)
+loss_base_nf4 = eval_loss(quantize_model(copy.deepcopy(base)), near_test)  # the 4-bit base, before any training
 
 # %% tags=["workshop-subslide"]
 from course_utils.plots import plot_loss_curves
@@ -383,7 +384,8 @@ plt.show()
 span = lambda vals: f"{min(vals):.3f} - {max(vals):.3f}"  # noqa: E731
 print(text_table([[k, " ".join(f"{v:.3f}" for v in vals), span(vals)] for k, vals in results.items()],
                  ["run", "held-out loss, seeds 0 1 2", "min - max"]))
-print(f"base model, no fine-tuning: {loss_base:.3f}")
+print(f"base model, no fine-tuning: {loss_base:.3f} in float32, {loss_base_nf4:.3f} in NF4 "
+      f"({loss_base_nf4 / loss_base - 1:+.2%})")
 
 # %% tags=["nbval-ignore-output"]
 # Times differ from machine to machine and run to run: this cell's output is not compared by the tests.
@@ -405,13 +407,21 @@ reveal("QLoRA held-out loss vs LoRA (relative increase)", sum(cost) / len(cost),
 assert all(abs(c) < 0.05 for c in cost + cost_bnb), "on every seed, QLoRA lands within 5% of LoRA's held-out loss"
 assert all(abs(q - f) < 0.1 * g for q, f, g in zip(qlora_ours, lora_fp, gain)), \
     "the 4-bit cost is under a tenth of what fine-tuning gains, on every seed"
+assert all(c < 0 for c in cost + cost_bnb) and loss_base_nf4 < loss_base, \
+    "here QLoRA ends a little lower on every seed, and the NF4 base already starts lower on this domain"
+assert max(abs(a - b) for a, b in zip(qlora_ours, qlora_bnb)) <= max(max(v) - min(v) for v in (qlora_ours, qlora_bnb)), \
+    "the two QLoRA implementations differ by no more than the seeds do"
 
 # %% [markdown]
-# On every seed QLoRA lands within a few percent of LoRA on the float32 base, and the cost of 4 bits is a small
-# fraction of what the fine-tune gains: the outline's "4-bit quantization often preserves model quality",
-# measured on this model (on some seeds QLoRA even ends a little lower: the rounding acts like a small random
-# change of the starting point). The two QLoRA implementations differ as much as two seeds do, not more: PEFT
-# draws its random A matrices in its own order, and bitsandbytes quantized the model itself while loading.
+# On every seed QLoRA lands within a few percent of LoRA on the float32 base, and the difference is a small
+# fraction of what the fine-tune gains: "4-bit quantization often preserves model quality", measured on this
+# model. Here the difference even goes the other way: QLoRA ends a little *lower* on every seed, and the NF4 base
+# already starts lower on this domain before any training (the last line of the table). The base model is far
+# from the near domain (a loss of 10), and rounding its weights happened to move it slightly closer; on held-out
+# pretraining text (9.2) the same rounding changed the loss by less than 0.01. Do not read it as "4 bits
+# help": they cost almost nothing here, in either direction. The two QLoRA implementations differ by no more than
+# the seeds do: PEFT draws its random A matrices in its own order, and bitsandbytes quantized the model itself
+# while loading.
 #
 # **Memory.** What the trained models hold, measured from their tensors (`measure_training_bytes` counts
 # parameters, buffers and bitsandbytes' quantization state, gradients and optimizer state):
@@ -609,4 +619,4 @@ summary()
 # its codes more evenly. Blocks of 64 with double-quantized scales store 4.127 bits per weight, measured from the
 # bytes. `course_utils.nf4` stores the very bytes bitsandbytes does, and its layers convert both ways. QLoRA
 # trained on the CPU, through transformers + bitsandbytes + PEFT and through `course_utils`, to within a few
-# percent of LoRA on the float32 base, on every seed.
+# percent of LoRA on the float32 base (here a little lower), on every seed.
