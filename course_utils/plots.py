@@ -155,6 +155,7 @@ def plot_intrinsic_curves(curves: Mapping[str, tuple[Sequence[int], Sequence[flo
     if not curves:
         raise ValueError("curves is empty: pass {'pretrained': (ds, fractions), ...}")
     ax = _axes(ax)
+    labelled = set()  # seeds often share a d90: one label per d, or the texts print on top of each other
     for label, (ds, fr) in curves.items():
         ds, fr = list(ds), list(fr)
         if len(ds) != len(fr):
@@ -163,6 +164,9 @@ def plot_intrinsic_curves(curves: Mapping[str, tuple[Sequence[int], Sequence[flo
         d90 = (marks or {}).get(label)
         if d90 is not None:
             ax.plot([d90], [fr[ds.index(d90)]], marker="*", markersize=14, color=line.get_color(), linestyle="none")
+            if d90 in labelled:
+                continue
+            labelled.add(d90)
             ax.annotate(f"d{round(threshold * 100)} = {d90:,}", (d90, fr[ds.index(d90)]), xytext=(6, -14),
                         textcoords="offset points", color=line.get_color())
     ax.axhline(threshold, color="black", linestyle="--", linewidth=1, label=f"{threshold:.0%} of full fine-tuning")

@@ -45,6 +45,9 @@ def test_plot_helpers_label_everything():
     ax = plot_intrinsic_curves({"a": ([1, 10, 100], [0.1, 0.95, 1.0]), "b": ([1, 10], [0.0, 0.2])},
                                title="t", marks={"a": 10, "b": None})
     assert ax.get_title() == "t" and ax.get_xscale() == "log" and ax.get_ylabel()
+    shared = plot_intrinsic_curves({"a": ([1, 10], [0.1, 0.95]), "b": ([1, 10], [0.2, 0.92])}, title="t",
+                                   marks={"a": 10, "b": 10})
+    assert len(shared.texts) == 1, "two seeds with the same d90: one label, not two printed on top of each other"
     axes = plot_spectrum({"x": singular_values(torch.randn(8, 8))}, title="s", r=2)
     assert all(a.get_xlabel() and a.get_ylabel() for a in axes)
     with pytest.raises(ValueError, match="curves is empty"):
