@@ -291,11 +291,11 @@ print(f"the sparse P of the course model: {sparse_bytes / 2**20:.1f} MiB")
 # d90 change? Does the gap between the two models?
 #
 # ### BEGIN SOLUTION
-# When we ran it, the pretrained d90 dropped from 64 to 32 or 16 depending on the seed (add 32 to the grid to
+# When we ran it, the pretrained d90 dropped from 64 to 32 or 16, depending on which seed (add 32 to the grid to
 # see it), while the random model stayed far below 90 % at both 64 and 256 on every seed. So a d90 is a property
-# of the task, the model *and the training recipe*: Li et al. and Aghajanyan et al. tune the learning rate per d,
-# and a single fixed rule gives an upper bound. What survives the change of recipe is the comparison: with the
-# same recipe for both, the pretrained model needs far fewer directions than the random one.
+# of the task, the model *and the training recipe*: read off one fixed learning-rate rule it is an upper bound,
+# which a better-tuned run can lower. What survives the change of recipe is the comparison: with the same recipe
+# for both, the pretrained model needs far fewer directions than the random one.
 # ### END SOLUTION
 
 # %%
