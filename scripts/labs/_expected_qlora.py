@@ -11,7 +11,11 @@ import torch
 BUDGET = 40_000  # trainable parameters: all-linear at r = 4 fits (39,424), at r = 8 it does not (78,848)
 TIME_LIMIT = 60  # seconds of training on 2 cores
 SEEDS = (0, 1, 2)
-STEPS, BATCH, LR = 30, 8, 2e-2  # the reference solution's settings (lab04_qlora.py, Task 3)
+# The reference solution's settings (lab04_qlora.py, Task 3): a usual first choice, not a tuned one. On the course
+# model, 30 steps at lr 5e-3 or 1e-2 reach 5.38-5.50 on seeds 0-2, 2e-2 and 5e-2 reach 5.72-5.76, 2e-3 5.76-5.79 and
+# 1e-3 6.24 (seed 0): the pass mark lets every learning rate from 2e-3 to 5e-2 through, and the test's hint names
+# the range.
+STEPS, BATCH, LR = 30, 8, 2e-2
 
 
 def _setup():
