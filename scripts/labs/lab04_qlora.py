@@ -161,8 +161,8 @@ CELLS = [
     check_value("training time within the limit", train_seconds <= TIME_LIMIT, True,
                 hint=f"{{train_seconds:.0f}} s: fewer steps or smaller batches")
     check_value("held-out loss below {_THRESHOLD}", eval_loss(model, held_out) < {_THRESHOLD}, True,
-                hint=f"held-out loss {{eval_loss(model, held_out):.3f}}: more steps, a higher learning rate "
-                     "(1e-2 or more for LoRA here), or adapters on every linear layer")
+                hint=f"held-out loss {{eval_loss(model, held_out):.3f}}: more steps, a learning rate "
+                     "from 5e-3 to 2e-2 (1e-3 is too small for LoRA here), or adapters on every linear layer")
     ''', _DIGEST + dedent(f'''
     assert len(nf4_layers(model)) == 28 and _nf4_digest(model) == _BASE_DIGEST, (
         "the 4-bit base is not the course model quantized with QLoRA's defaults, or it changed during training: "
