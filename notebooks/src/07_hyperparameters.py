@@ -117,7 +117,7 @@ print(f"placement gap (worst case) {placement_gap:.2f} nats; rank effect, r = 8 
 
 # %% [markdown]
 # ## 7.2 Alpha: fixed, 2r, or rsLoRA?
-# The adapter's output is multiplied by `scaling(alpha, r)`. The outline's examples first:
+# The adapter's output is multiplied by `scaling(alpha, r)`. The examples most recipes quote first:
 
 # %%
 examples = {"alpha = 2r (LoRA recipes), r = 8": scaling(16, 8), "alpha 16, r 64 (QLoRA)": scaling(16, 64),

@@ -122,7 +122,7 @@ assert calc == t7 and all7 == n_7b + t7, "PEFT's count = the memory calculator's
 assert pct_7b < 0.5 < 100 * all_7b / (n_7b + all_7b), "< 0.5% holds for q, v at r = 64, not for all linear layers"
 
 # %% [markdown]
-# The outline's "< 0.5% trainable" holds for exactly this config, just (the percentage printed above): r = 64 on q
+# The often-quoted "< 0.5% trainable" holds for exactly this config, just (the percentage printed above): r = 64 on q
 # and v of a 7B model. Put the same rank on all linear layers, as the QLoRA paper recommends (and chapter 06
 # measured), and it is more than 0.5%; still tiny next to full fine-tuning, but the number is a property of the
 # config and the model, not of LoRA.
@@ -420,7 +420,7 @@ summary()
 
 # %% [markdown]
 # **Summary.** PEFT's `LoraConfig` / `get_peft_model` / `print_trainable_parameters` count exactly as
-# `course_utils.lora` does; the outline's config trains < 0.5% of a 7B model but > 5% of the course model, and > 0.5%
+# `course_utils.lora` does; the often-quoted config trains < 0.5% of a 7B model but > 5% of the course model, and > 0.5%
 # of the 7B once all linear layers are adapted. Training a PEFT model with the course loop gives the same losses as
 # `course_utils.lora`, bit for bit. Labels the model never produced need their output rows trained
 # (`modules_to_save`). Adapters save to a few hundred kB, load, merge, switch, and move between PEFT and
