@@ -174,15 +174,17 @@ assert mean(closed["weight decay 0.5"]) < mean(closed["dropout 0.3"]) < 0.5 < me
 reveal("tiny dataset: what shrinks the train/held-out gap most", best_tiny,
        why="The regularisers only slow the memorising of 4 facts; 16 facts give the adapter a pattern to learn.")
 assert all(b < f for b, f in zip(acc["broken"], acc["fixed"])), "the fix flips more answers, on every seed"
-assert all(a == 1 / 8 for a in acc["broken"]) and min(acc["fixed"]) >= 4 / 8, "r=2 attention-only: 7 of 8 old answers stay"
+assert max(acc["broken"]) <= 2 / 8 and min(acc["fixed"]) >= 4 / 8, \
+    "r=2 attention-only flips at most 2 of the 8 answers; r=16 on every linear layer at least 4"
 assert 2 < trainable["fixed"] / trainable["broken"] < 3
 print("share of the overfitting gap each fix closes (mean of 3 seeds):",
       ", ".join(f"{k} {mean(v):.0%}" for k, v in closed.items()))
 
 # %% [markdown]
 # Three rows of the table hold here as stated, on every seed: low rank underfits a new notation (and continued
-# pretraining beats both ranks by more than a nat), a rank-2 attention-only adapter leaves 7 of the 8 strongly
-# trained answers in place while rank 16 on every linear layer changes at least half of them, and attention-only
+# pretraining beats both ranks by more than a nat), a rank-2 attention-only adapter gives the new answer for at
+# most 2 of the 8 strongly trained questions (the old colour wins the rest), while rank 16 on every linear layer
+# gives it for at least half of them, on every seed (the counts are in the table above), and attention-only
 # adapters learn the letters more slowly than adapters on every linear layer. (The all-linear adapters also train
 # more parameters, printed above; chapter 07 measured that rank, i.e. more parameters in the same layers, barely
 # changes the loss, while placement changes it a lot.)
