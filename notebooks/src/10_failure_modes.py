@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 10 · Failure modes: what goes wrong in a LoRA fine-tune, measured and fixed
 #
-# Runtime: about 35 s on a 2-core laptop, no GPU.
+# Runtime: about 30 s on a 2-core laptop, no GPU.
 #
 # A LoRA run that goes wrong rarely crashes. It trains, the loss falls, an adapter is saved, and only later does
 # someone notice that it learned too little, forgot too much, or does not reproduce the model it was trained in.
@@ -443,8 +443,9 @@ assert all(o.signals["broken_curve"][-1] > o.signals["fixed_curve"][-1] + 1 for 
 print("seeds where the loss at lr 0.1 never rose:", smooth_seeds)
 
 # %% [markdown]
-# The zig-zag is a signal, not a guarantee: on the seed(s) printed above the training loss at lr 0.1 falls on every
-# step and simply stalls, more than a nat above the run at 5e-3. What holds on every seed is where the run ends.
+# The zig-zag is a signal, not a guarantee: on each seed in the last line above, the training loss at lr 0.1 falls
+# on every step and simply stalls, more than a nat above the run at 5e-3. What holds on every seed is where the run
+# ends.
 #
 # **Signal:** a training loss that zigzags (goes up on several steps) instead of falling steadily, or one that
 # stalls far above where a lower learning rate gets in the same steps; at worse settings, a loss that becomes NaN
