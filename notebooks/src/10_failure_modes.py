@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 10 · Failure modes: what goes wrong in a LoRA fine-tune, measured and fixed
 #
-# Runtime: about 35 s on a 2-core laptop, no GPU.
+# Runtime: about 30 s on a 2-core laptop, no GPU.
 #
 # A LoRA run that goes wrong rarely crashes. It trains, the loss falls, an adapter is saved, and only later does
 # someone notice that it learned too little, forgot too much, or does not reproduce the model it was trained in.
@@ -174,15 +174,17 @@ assert mean(closed["weight decay 0.5"]) < mean(closed["dropout 0.3"]) < 0.5 < me
 reveal("tiny dataset: what shrinks the train/held-out gap most", best_tiny,
        why="The regularisers only slow the memorising of 4 facts; 16 facts give the adapter a pattern to learn.")
 assert all(b < f for b, f in zip(acc["broken"], acc["fixed"])), "the fix flips more answers, on every seed"
-assert all(a == 1 / 8 for a in acc["broken"]) and min(acc["fixed"]) >= 4 / 8, "r=2 attention-only: 7 of 8 old answers stay"
+assert max(acc["broken"]) <= 2 / 8 and min(acc["fixed"]) >= 4 / 8, \
+    "r=2 attention-only flips at most 2 of the 8 answers; r=16 on every linear layer at least 4"
 assert 2 < trainable["fixed"] / trainable["broken"] < 3
 print("share of the overfitting gap each fix closes (mean of 3 seeds):",
       ", ".join(f"{k} {mean(v):.0%}" for k, v in closed.items()))
 
 # %% [markdown]
 # Three rows of the table hold here as stated, on every seed: low rank underfits a new notation (and continued
-# pretraining beats both ranks by more than a nat), a rank-2 attention-only adapter leaves 7 of the 8 strongly
-# trained answers in place while rank 16 on every linear layer changes at least half of them, and attention-only
+# pretraining beats both ranks by more than a nat), a rank-2 attention-only adapter gives the new answer for at
+# most 2 of the 8 strongly trained questions (the old colour wins the rest), while rank 16 on every linear layer
+# gives it for at least half of them, on every seed (the counts are in the table above), and attention-only
 # adapters learn the letters more slowly than adapters on every linear layer. (The all-linear adapters also train
 # more parameters, printed above; chapter 07 measured that rank, i.e. more parameters in the same layers, barely
 # changes the loss, while placement changes it a lot.)
@@ -424,9 +426,31 @@ reveal("lr 0.1: steps where the training loss rose (of 11)", s["broken_steps_los
 assert s["broken_steps_loss_rose"] >= 2 and s["fixed_steps_loss_rose"] == 0 and out.holds
 
 # %% [markdown]
-# **Signal:** a training loss that zigzags (goes up on several steps) instead of falling steadily; at worse
-# settings, a loss that becomes NaN (the course's training loop stops and says so). **Fix:** lower the learning rate
-# (1e-4 to 1e-2 is the usual LoRA range; sweep it on a log grid, chapter 07).
+# Is the zig-zag always there? The same two runs on seeds 1 and 2 (another random A, another order of the data):
+
+# %%
+lr_runs = [out] + [experiments.run("lr_too_high", seed) for seed in (1, 2)]
+for o in lr_runs:
+    c = o.signals
+    print(f"seed {o.seed}: steps where the loss rose: lr 0.1 {c['broken_steps_loss_rose']:>2}, lr 5e-3 "
+          f"{c['fixed_steps_loss_rose']} | last training loss: lr 0.1 {c['broken_curve'][-1]:.2f}, lr 5e-3 "
+          f"{c['fixed_curve'][-1]:.2f} | held-out: lr 0.1 {o.broken:.2f}, lr 5e-3 {o.fixed:.2f}")
+rose = [o.signals["broken_steps_loss_rose"] for o in lr_runs]
+smooth_seeds = [o.seed for o in lr_runs if o.signals["broken_steps_loss_rose"] == 0]
+assert min(rose) < 2 <= max(rose) and smooth_seeds, "the zig-zag shows on some seeds, not on all"
+assert all(o.holds and o.signals["fixed_steps_loss_rose"] == 0 for o in lr_runs), "lr 0.1 ends far higher, every seed"
+assert all(o.signals["broken_curve"][-1] > o.signals["fixed_curve"][-1] + 1 for o in lr_runs)
+print("seeds where the loss at lr 0.1 never rose:", smooth_seeds)
+
+# %% [markdown]
+# The zig-zag is a signal, not a guarantee: on each seed in the last line above, the training loss at lr 0.1 falls
+# on every step and simply stalls, more than a nat above the run at 5e-3. What holds on every seed is where the run
+# ends.
+#
+# **Signal:** a training loss that zigzags (goes up on several steps) instead of falling steadily, or one that
+# stalls far above where a lower learning rate gets in the same steps; at worse settings, a loss that becomes NaN
+# (the course's training loop stops and says so). **Fix:** lower the learning rate (1e-4 to 1e-2 is the usual LoRA
+# range; sweep it on a log grid, chapter 07).
 #
 # ### Forgetting
 # **Predict:** after 15 steps on letters alone, the held-out loss on pretraining-style text (the kind of text the
@@ -645,7 +669,7 @@ assert sorted(measured) == sorted(experiments.names()) and all(h for *_, h in me
 # | a larger r does not help: the loss ends where the smaller r did | alpha / r: did alpha grow with r? | `alpha_not_rescaled` |
 # | the loss falls slowly; fewer trainable parameters than expected | which layers carry adapters and get gradients | `targets_match_nothing` |
 # | `trainable%` near 100, or the saved adapter does not reproduce the run | is the base frozen? read the trainable-parameter report | `base_not_frozen` |
-# | the training loss goes up on several steps (or becomes NaN) | the learning rate | `lr_too_high` |
+# | the training loss goes up on several steps, becomes NaN, or stalls high | the learning rate | `lr_too_high` |
 # | the new task improves, the old kind of text gets worse | a held-out set of the original data; replay | `forgetting` |
 # | a new notation's held-out loss stays high | the rank; continued pretraining for a really new domain | `domain_shift` |
 # | the model keeps giving its old answer | rank and adapters on every linear layer | `prior_resists` |

@@ -73,8 +73,10 @@ PHI2_TARGETS = ["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"]
 
 # The broken fine-tunes as students get them; FAULTS holds the planted faults' letters (see CHOICES), which only
 # the hidden tests know, as salted digests. FIXES: the reference fix; PARTIAL_FIXES: fixing one of two faults.
+# Fine-tune 1's rate: at 0.1 (chapter 10's lr_too_high) the training loss falls without a single rise on seed 1 of
+# the course model, at 0.2 it rises on 2-4 of the 11 steps on each of seeds 0-2, as the lab's story says.
 BROKEN = {
-    1: {**_SOUND, "lr": 0.1},
+    1: {**_SOUND, "lr": 0.2},
     2: {**_SOUND, "target_modules": PHI2_TARGETS},
     3: {**_SOUND, "r": 64, "lora_alpha": 16, "freeze_base": False, "lr": 2e-3},
     4: {**_SOUND, "init_B": "random"},
