@@ -135,13 +135,16 @@ def test_merge_lora_unmerge_and_merge_and_unload(base_model, tokens):
         for _, layer in L.lora_layers(model):
             layer.B.normal_(0, 0.05)
         adapted = model(tokens).logits
+        # merged and unmerged round differently in float32: the gap scales with the logits (up to ~13 here), so
+        # the tolerance is relative; a merge that forgot the scaling or a layer is off by > 1e-2
+        tol = 2e-6 * adapted.abs().max().item()
         L.merge_lora(model)
-        assert torch.allclose(model(tokens).logits, adapted, atol=1e-5, rtol=0)
+        assert torch.allclose(model(tokens).logits, adapted, atol=tol, rtol=0)
         L.unmerge_lora(model)
         assert all(torch.allclose(layer.base.weight, W0[n], atol=1e-6, rtol=0) for n, layer in L.lora_layers(model))
         L.merge_and_unload(model)
         assert not L.lora_layers(model) and type(model.model.layers[0].self_attn.q_proj) is nn.Linear
-        assert torch.allclose(model(tokens).logits, adapted, atol=1e-5)
+        assert torch.allclose(model(tokens).logits, adapted, atol=tol, rtol=0)
 
 
 def test_count_parameters_counts_4bit_params_like_peft(base_model, tmp_path):
