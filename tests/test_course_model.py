@@ -73,6 +73,15 @@ def test_reads_new_facts_from_its_context(course_model):
     assert r["without_context"] <= 0.1, f"without the context it can only guess (chance 1/{r['n_facts']}), got {r}"
 
 
+def test_with_two_facts_in_context_it_copies_the_last_one(course_model):
+    """The limit the README and course_utils.reading state: the model reads one fact, the last one it saw."""
+    from course_utils.reading import two_fact_accuracy
+
+    r = two_fact_accuracy(*course_model)
+    print(f"two facts in context: asked about the first {r['asked_first']:.0%}, the second {r['asked_second']:.0%}")
+    assert r["asked_second"] >= 0.8 and r["asked_first"] <= 0.2, r
+
+
 @pytest.mark.slow
 def test_build_script_still_works(tmp_path):
     import subprocess

@@ -170,6 +170,23 @@ assert cpt["sentence"] < m["LoRA"]["sentence"] and cpt["question"] <= m["LoRA"][
 # model can read. Few steps of fine-tuning do not put a fact where questions can reach it.
 
 # %% [markdown]
+# One more limit of this reader, and why the retriever above hands it exactly one fact: the model was drilled on
+# contexts holding a single fact, and it learned to copy the last city it read. Put two new facts in one context and
+# ask about each:
+
+# %%
+from course_utils.reading import two_fact_accuracy
+
+two = two_fact_accuracy(base, tok)
+print(f"two facts in context: asked about the first {two['asked_first']:.0%}, about the second {two['asked_second']:.0%}")
+assert two["asked_second"] >= 0.8 and two["asked_first"] <= 0.2, "it copies the last fact, whichever was asked"
+
+# %% [markdown]
+# A retriever that returns several passages would defeat this model. Retrieval systems for real models pass
+# several passages to readers trained to pick the matching one; here the reader, not retrieval, sets how much a
+# prompt can carry.
+
+# %% [markdown]
 # ## 11.3 Style / behaviour: LoRA
 # The letters (`dear alice, today the cat ate my pie in the park. see you soon, bob.`) are a style the model never
 # saw. LoRA r = 8 on every linear layer, 15 steps; the measure is the held-out loss on 48 unseen letters, and the
