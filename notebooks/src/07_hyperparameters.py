@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 07 · The hyperparameters that matter: rank, alpha, learning rate, dropout
 #
-# Runtime: about 40 s on a 2-core laptop, no GPU.
+# Runtime: about 25 s on a 2-core laptop, no GPU.
 #
 # Every LoRA recipe sets the same few knobs: the rank r, alpha, the learning rate, dropout, and where the adapters
 # go. Common advice says:

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 08 · PEFT in practice: LoraConfig, training, saving, and adapters that move both ways
 #
-# Runtime: about 40 s on a 2-core laptop, no GPU.
+# Runtime: about 20 s on a 2-core laptop, no GPU.
 #
 # Chapters 05-07 built LoRA from scratch (`course_utils.lora`). Most people fine-tune with Hugging Face **PEFT**, so
 # this chapter does the same things with it, and checks at each step that the two agree:

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 09 · QLoRA: a 4-bit base, LoRA on top, on a laptop CPU
 #
-# Runtime: about 40 s on a 2-core laptop, no GPU.
+# Runtime: about 20 s on a 2-core laptop, no GPU.
 #
 # QLoRA (Dettmers et al. 2023) freezes the base model in **4 bits** and trains LoRA adapters, kept in higher
 # precision, on top of it. Three ideas make the 4 bits work:
