@@ -31,7 +31,7 @@ FORMS = ("sentence", "question", "paraphrases")
 
 def prompts_for(country: str) -> dict[str, list[str]]:
     """The three ways a fact is asked: the trained sentence's prefix, the usual question, rewordings."""
-    return {"sentence": [f"the capital of {country} is"], "question": [world.fact_question(country)],
+    return {"sentence": [world.fact_prefix(country)], "question": [world.fact_question(country)],
             "paraphrases": world.fact_paraphrases(country)}
 
 
@@ -63,7 +63,7 @@ def retrieve(prompt: str, facts) -> str:
 
 def with_retrieval(prompt: str, facts) -> str:
     found = retrieve(prompt, facts)
-    return f"context: {found} {prompt}" if found else prompt
+    return world.in_context(found, prompt) if found else prompt
 
 
 def timed_fit(model, items, steps, lr, seed, batch_size=8):

@@ -42,6 +42,6 @@ def two_fact_accuracy(model, tokenizer, facts=None) -> dict:
         for i, (country, city) in enumerate(facts):
             asked, other = world.fact_sentence(country, city), world.fact_sentence(*facts[(i + 1) % len(facts)])
             pair = (asked, other) if position == "first" else (other, asked)
-            prompts.append(f"context: {' '.join(pair)} {world.fact_question(country)}")
+            prompts.append(world.in_context(" ".join(pair), world.fact_question(country)))
         out[f"asked_{position}"] = training.answer_accuracy(model, tokenizer, prompts, cities)
     return out

@@ -66,17 +66,27 @@ def new_facts() -> list[tuple[str, str]]:
     return invented_countries()[N_KNOWN_FACTS:]
 
 
+def fact_prefix(country: str) -> str:
+    """The fact sentence up to its answer: what a model trained on the sentence completes."""
+    return f"the capital of {country} is"
+
+
 def fact_sentence(country: str, city: str) -> str:
-    return f"the capital of {country} is {city}."
+    return f"{fact_prefix(country)} {city}."
 
 
 def fact_question(country: str) -> str:
     return f"q: what is the capital of {country}? a:"
 
 
+def in_context(context: str, prompt: str) -> str:
+    """The one prompt format the reading drills taught: `context: <text> <prompt>`."""
+    return f"context: {context} {prompt}"
+
+
 def context_question(country: str, city: str) -> str:
     """Retrieval-style prompt: the answer is in the context, the model only has to read it."""
-    return f"context: {fact_sentence(country, city)} {fact_question(country)}"
+    return in_context(fact_sentence(country, city), fact_question(country))
 
 
 # Other ways to ask for a capital. The base model answers every known fact in each of these forms (chapter 11
