@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -29,21 +28,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from course_utils import nf4  # noqa: E402
+from course_utils.deploy import interleaved_timings, median_ratio  # noqa: E402
 from course_utils.nf4 import fast, native, reference  # noqa: E402
 
 TARGETS = {"quantize": 0.5, "dequantize": 1.0}
-
-
-def interleaved(fns: list, reps: int, warmup: int = 1) -> list[list[float]]:
-    times = [[] for _ in fns]
-    for i in range(warmup + reps):
-        order = list(range(len(fns)))[:: 1 if i % 2 == 0 else -1]
-        for j in order:
-            t0 = time.perf_counter()
-            fns[j]()
-            if i >= warmup:
-                times[j].append(time.perf_counter() - t0)
-    return times
 
 
 def main() -> int:
@@ -52,6 +40,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     ap.add_argument("--size", type=int, default=4096)
     args = ap.parse_args()
+    if args.reps < 3:
+        ap.error(f"--reps {args.reps}: the median of per-round ratios needs at least 3 rounds")
     if args.threads:
         torch.set_num_threads(args.threads)
     import bitsandbytes.functional as F
@@ -83,14 +73,16 @@ def main() -> int:
         }
         for op, (ours, theirs) in ops.items():
             reps = args.reps if op in TARGETS or op == "dequantize-torch" else min(args.reps, 3)  # the slow ones
-            t_ours, t_bnb = interleaved([ours, theirs], reps)
+            # two functions: the rotating order flips every round
+            times = interleaved_timings({"ours": ours, "bnb": theirs}, rounds=reps, warmup=1, clock=time.perf_counter)
+            t_ours, t_bnb = times["ours"], times["bnb"]
             ratio = min(t_ours) / min(t_bnb)
             target = TARGETS.get(op)
             ok = target is None or ratio <= target
             ok_all &= ok
             verdict = f"{'-':>8}" if target is None else f"{target:>8.2f}  {'yes' if ok else 'NO'}"
             print(f"{str(dtype).removeprefix('torch.'):<10}{op:<22}{min(t_ours):>10.4f}{min(t_bnb):>10.4f}"
-                  f"{ratio:>8.2f}{statistics.median(a / b for a, b in zip(t_ours, t_bnb)):>8.2f}{verdict}")
+                  f"{ratio:>8.2f}{median_ratio(times, 'ours', 'bnb'):>8.2f}{verdict}")
     return 0 if ok_all else 1
 
 
