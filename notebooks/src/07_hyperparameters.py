@@ -293,7 +293,7 @@ print("final gaps:", {p: [round(g, 3) for g in gs] for p, gs in gap.items()})
 # The measurements above, as a starting recipe (each row names the measurement it comes from):
 
 # %%
-mean = lambda v: sum(v) / len(v)  # noqa: E731
+from statistics import mean
 rows = [
     ["where", "all linear layers", f"7.1: beats q, v by > {placement_gap:.1f} nats at every rank"],
     ["rank", "8 or 16", f"7.1: r = 8 -> 64 changes held-out loss by {mean(list(gain.values())):.1f}% (all linear)"],

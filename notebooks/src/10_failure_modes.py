@@ -136,7 +136,7 @@ tiny_gaps = {"dropout 0.3": signal("tiny_dataset", "dropout_gap"),
              "stop after 10 steps": signal("tiny_dataset", "gap_at_10_steps"),
              "16 facts instead of 4": list(across["tiny_dataset"].fixed)}
 closed = {k: [1 - g / g0 for g, g0 in zip(gaps, plain_gap)] for k, gaps in tiny_gaps.items()}
-mean = lambda v: sum(v) / len(v)  # noqa: E731
+from statistics import mean
 ms = lambda v, fmt=".2f": mean_and_spread(v, fmt)  # noqa: E731
 of_8 = {k: ms([8 * a for a in v], ".0f") for k, v in acc.items()}  # answers (of 8) where the new colour wins
 rows = [

@@ -48,7 +48,7 @@ from course_utils.training import choice_accuracy, progress_bar
 SEEDS = [0, 1, 2]
 base, tok = core.base_model(), core.tokenizer()
 new, known = world.new_facts(), world.known_facts()
-mean = lambda v: sum(v) / len(v)  # noqa: E731
+from statistics import mean
 ms = lambda v, fmt=".2f": mean_and_spread(v, fmt)  # noqa: E731
 print(len(new), "new facts, e.g.", world.fact_sentence(*new[0]))
 print(len(known), "known facts, e.g.", world.fact_sentence(*known[0]))
